@@ -1,0 +1,63 @@
+//! One listener serves gRPC and HTTP, as etcd's client port does.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::{kv_server::KvServer, maintenance_server::MaintenanceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+
+use crate::api::{KvApi, MaintenanceApi};
+use crate::grpc::{KvService, Limits, MaintenanceService};
+
+/// Errors of the client listener.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The transport failed.
+    #[error("serving clients: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds the client-facing router: etcd's gRPC services, the gRPC health service, and the
+/// HTTP endpoints in `http`. gRPC services not registered here answer `Unimplemented`.
+pub fn client_router<A>(api: Arc<A>, limits: Limits, http: axum::Router) -> axum::Router
+where
+    A: KvApi + MaintenanceApi,
+{
+    let max = limits.transport_limit();
+    let kv = KvServer::new(KvService::new(api.clone(), limits))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(api, limits))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // etcd reports the overall ("") service as serving.
+    tokio::spawn(async move {
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+    });
+    Routes::new(kv)
+        .add_service(maintenance)
+        .add_service(health_service)
+        .prepare()
+        .into_axum_router()
+        .merge(http)
+}
+
+/// Serves `router` (gRPC over h2c and HTTP/1.1) on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .add_routes(Routes::from(router))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

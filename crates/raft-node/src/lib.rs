@@ -1,0 +1,46 @@
+//! Drives a raft-rs [`raft::RawNode`] for cairn: a durable log over [`cairn_wal`], the Ready
+//! loop on a dedicated thread, proposals that complete when applied, batched ReadIndex,
+//! and committed entries handed to a [`StateMachine`] the application provides. This crate
+//! knows nothing about keys: entries are opaque bytes.
+//!
+//! ```no_run
+//! use cairn_raft_node::{start, ApplyError, CommittedEntry, EntryKind, NodeConfig, NoPeers, StateMachine};
+//!
+//! struct Counter { applied: u64, sum: u64 }
+//! impl StateMachine for Counter {
+//!     type Output = u64;
+//!     fn applied_index(&self) -> u64 { self.applied }
+//!     fn apply(&mut self, e: CommittedEntry<'_>) -> Result<u64, ApplyError> {
+//!         if let EntryKind::Normal(data) = e.kind { self.sum += data.len() as u64; }
+//!         self.applied = e.index;
+//!         Ok(self.sum)
+//!     }
+//!     fn persist(&mut self) -> Result<(), ApplyError> { Ok(()) }
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = NodeConfig::new(1, "/tmp/example-wal".into());
+//! let node = start(cfg, Counter { applied: 0, sum: 0 }, NoPeers)?;
+//! let sum = node.propose(b"abc".to_vec()).await?;   // resolves once applied
+//! assert_eq!(sum, 3);
+//! node.linearizable_barrier().await?;                // ReadIndex + wait for apply
+//! node.shutdown();
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod id;
+mod node;
+mod storage;
+mod transport;
+
+pub use error::{RaftError, StorageError};
+pub use id::IdGenerator;
+pub use node::{
+    start, ApplyError, CommittedEntry, EntryKind, NodeConfig, NodeStatus, RaftHandle, Role,
+    StateMachine,
+};
+pub use raft::eraftpb;
+pub use storage::{LogStore, Recovered};
+pub use transport::{NoPeers, Transport};

@@ -1,0 +1,375 @@
+//! etcd's configuration surface: the same flag names, `ETCD_*` environment variables,
+//! defaults and YAML config file (`--config-file`, which replaces flags and environment).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Configuration errors, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL flag holds something that is not an `http://host:port` URL.
+    #[error("invalid URL {url:?} in --{flag}: {why}")]
+    BadUrl {
+        /// The flag.
+        flag: &'static str,
+        /// The value.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `--initial-cluster` is malformed or does not name this member.
+    #[error("--initial-cluster: {0}")]
+    InitialCluster(String),
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {why}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// Values that contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The `cairn` command line: etcd's flags.
+#[derive(Debug, Clone, Parser, Deserialize)]
+#[command(
+    name = "cairn",
+    version,
+    about = "cairn: a distributed, reliable key-value store that speaks etcd's protocols"
+)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: ${name}.etcd).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Path to the dedicated WAL directory (default: inside the data dir).
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (default: ${name}=${initial-advertise-peer-urls}).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u64,
+    /// Logging level: debug, info, warn, error.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, env = "ETCD_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Path to a YAML configuration file; when given, flags and environment are ignored.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["cairn"])
+    }
+}
+
+/// A member of `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Its name.
+    pub name: String,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Turns `http://host:port` into the socket addresses to bind or dial.
+pub fn url_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let bad = |why: &str| ConfigError::BadUrl {
+        flag,
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(bad("TLS is not supported yet"));
+    } else {
+        return Err(bad("expected a URL of the form http://host:port"));
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') {
+        return Err(bad("a listen URL has no path"));
+    }
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map_err(|e| bad(&e.to_string()))?
+        .collect();
+    // Like etcd, `localhost` means the IPv4 loopback only.
+    let v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
+    Ok(if hostport.starts_with("localhost") && !v4.is_empty() {
+        v4
+    } else {
+        addrs
+    })
+}
+
+impl Config {
+    /// Parses the command line and environment, then the config file if one is named.
+    pub fn load() -> Result<Config, ConfigError> {
+        let cfg = Config::parse();
+        match &cfg.config_file {
+            Some(path) => Config::from_file(path),
+            None => Ok(cfg),
+        }
+    }
+
+    /// Reads a YAML config file with etcd's keys (`name`, `data-dir`, `listen-client-urls`...).
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let mut cfg: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        cfg.config_file = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// The WAL directory.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("member").join("wal"))
+    }
+
+    /// The backend (RocksDB) directory.
+    pub fn db_dir(&self) -> PathBuf {
+        self.data_dir().join("member").join("db")
+    }
+
+    /// Client listen addresses.
+    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for url in split_list(&self.listen_client_urls) {
+            out.extend(url_addrs("listen-client-urls", &url)?);
+        }
+        Ok(out)
+    }
+
+    /// Advertised client URLs.
+    pub fn advertise_client_urls(&self) -> Vec<String> {
+        split_list(&self.advertise_client_urls)
+    }
+
+    /// Advertised peer URLs.
+    pub fn advertise_peer_urls(&self) -> Vec<String> {
+        split_list(&self.initial_advertise_peer_urls)
+    }
+
+    /// `--initial-cluster` parsed; by default this member alone at its advertised peer URLs.
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        let spec = match &self.initial_cluster {
+            Some(s) if !s.trim().is_empty() => s.clone(),
+            _ => self
+                .advertise_peer_urls()
+                .iter()
+                .map(|u| format!("{}={}", self.name, u))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let mut members: Vec<InitialMember> = Vec::new();
+        for part in split_list(&spec) {
+            let (name, url) = part.split_once('=').ok_or_else(|| {
+                ConfigError::InitialCluster(format!("{part:?} is not of the form name=url"))
+            })?;
+            url_addrs("initial-cluster", url)?;
+            match members.iter_mut().find(|m| m.name == name) {
+                Some(m) => m.peer_urls.push(url.to_string()),
+                None => members.push(InitialMember {
+                    name: name.to_string(),
+                    peer_urls: vec![url.to_string()],
+                }),
+            }
+        }
+        let me = members
+            .iter()
+            .find(|m| m.name == self.name)
+            .ok_or_else(|| {
+                ConfigError::InitialCluster(format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    self.name
+                ))
+            })?;
+        let mut mine = me.peer_urls.clone();
+        let mut adv = self.advertise_peer_urls();
+        mine.sort();
+        adv.sort();
+        if mine != adv {
+            return Err(ConfigError::InitialCluster(format!(
+                "--initial-cluster has {} but missing from --initial-advertise-peer-urls={} (it lists {})",
+                mine.join(","),
+                adv.join(","),
+                self.initial_advertise_peer_urls
+            )));
+        }
+        Ok(members)
+    }
+
+    /// Raft tick and election ticks from the millisecond flags.
+    pub fn raft_timing(&self) -> Result<(Duration, usize), ConfigError> {
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::Invalid(
+                "--heartbeat-interval must be > 0".into(),
+            ));
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            )));
+        }
+        Ok((
+            Duration::from_millis(self.heartbeat_interval),
+            (self.election_timeout / self.heartbeat_interval) as usize,
+        ))
+    }
+
+    /// How long a request may wait for raft (etcd: 5 s + 2 x election timeout).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + Duration::from_millis(2 * self.election_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = Config::default();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir(), PathBuf::from("default.etcd"));
+        assert_eq!(
+            c.client_listen_addrs().unwrap(),
+            vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
+        );
+        let m = c.initial_members().unwrap();
+        assert_eq!(
+            m,
+            vec![InitialMember {
+                name: "default".into(),
+                peer_urls: vec!["http://localhost:2380".into()]
+            }]
+        );
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.snapshot_count, 100_000);
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_member() {
+        let c = Config::parse_from([
+            "cairn",
+            "--name",
+            "a",
+            "--initial-cluster",
+            "b=http://127.0.0.1:2380",
+        ]);
+        assert!(c.initial_members().is_err());
+    }
+
+    #[test]
+    fn config_file_uses_etcd_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yml");
+        std::fs::write(
+            &path,
+            "name: n1\ndata-dir: /tmp/x\nlisten-client-urls: http://127.0.0.1:3379\nsnapshot-count: 5\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(c.snapshot_count, 5);
+        assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn tls_urls_are_refused_clearly() {
+        let e = url_addrs("listen-client-urls", "https://127.0.0.1:2379").unwrap_err();
+        assert!(e.to_string().contains("TLS is not supported yet"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The member's request handling: reads served from the local store (after a ReadIndex
+//! barrier when linearizable), writes proposed through raft and answered once applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_grpc_gateway::api::{Health, HealthApi, KvApi, MaintenanceApi};
+use cairn_grpc_gateway::EtcdError;
+use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
+use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusRequest, StatusResponse,
+    TxnRequest, TxnResponse,
+};
+use cairn_raft_node::{RaftError, RaftHandle, Role};
+use prost::Message as _;
+
+use crate::apply::{client_error, Applied};
+
+/// The version of etcd's API that cairn reports.
+pub const ETCD_VERSION: &str = "3.5.0";
+
+/// The limits a member enforces on requests.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// `--max-request-bytes`: the largest encoded proposal.
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// How long a request may wait for raft.
+    pub request_timeout: Duration,
+}
+
+/// One member's request handling.
+pub struct EtcdServer {
+    store: Arc<KvStore>,
+    backend: Arc<Backend>,
+    raft: RaftHandle<Applied>,
+    cluster_id: u64,
+    member_id: u64,
+    limits: RequestLimits,
+}
+
+fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
+    match e {
+        RaftError::ProposalDropped(_) if !has_leader => EtcdError::NoLeader,
+        RaftError::ProposalDropped(_) => EtcdError::LeaderChanged,
+        RaftError::Stopped | RaftError::Fatal(_) => EtcdError::Stopped,
+    }
+}
+
+impl EtcdServer {
+    /// Request handling over a running raft node and its store.
+    pub fn new(
+        store: Arc<KvStore>,
+        backend: Arc<Backend>,
+        raft: RaftHandle<Applied>,
+        cluster_id: u64,
+        member_id: u64,
+        limits: RequestLimits,
+    ) -> Self {
+        EtcdServer {
+            store,
+            backend,
+            raft,
+            cluster_id,
+            member_id,
+            limits,
+        }
+    }
+
+    /// The raft node.
+    pub fn raft(&self) -> &RaftHandle<Applied> {
+        &self.raft
+    }
+
+    /// The MVCC store.
+    pub fn store(&self) -> &Arc<KvStore> {
+        &self.store
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.status().term,
+        }
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header
+            .as_ref()
+            .map(|h| h.revision)
+            .unwrap_or_else(|| self.store.current_revision());
+        *header = Some(self.header(revision));
+    }
+
+    async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
+        let data = InternalRequest {
+            id: 0,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        if data.len() > self.limits.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        match tokio::time::timeout(self.limits.request_timeout, self.raft.propose(data)).await {
+            Ok(Ok(Applied::Failed(e))) => Err(e),
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
+    async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+        match tokio::time::timeout(
+            self.limits.request_timeout,
+            self.raft.linearizable_barrier(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+}
+
+fn unexpected(what: &Applied) -> EtcdError {
+    EtcdError::Internal(format!("unexpected apply result {what:?}"))
+}
+
+#[async_trait]
+impl KvApi for EtcdServer {
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
+        mvcc::validate_range(&req).map_err(|e| client_error(&e))?;
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let mut resp = self.store.range(&req).map_err(|e| client_error(&e))?;
+        self.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
+        mvcc::validate_put(&req).map_err(|e| client_error(&e))?;
+        match self.propose(Request::Put(req)).await? {
+            Applied::Put(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, EtcdError> {
+        mvcc::validate_delete_range(&req).map_err(|e| client_error(&e))?;
+        match self.propose(Request::DeleteRange(req)).await? {
+            Applied::DeleteRange(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
+        mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error(&e))?;
+        match self.propose(Request::Txn(req)).await? {
+            Applied::Txn(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
+        match self.propose(Request::Compaction(req)).await? {
+            Applied::Compaction(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[async_trait]
+impl MaintenanceApi for EtcdServer {
+    async fn status(&self, _req: StatusRequest) -> Result<StatusResponse, EtcdError> {
+        let st = self.raft.status();
+        Ok(StatusResponse {
+            header: Some(self.header(self.store.current_revision())),
+            version: ETCD_VERSION.to_string(),
+            db_size: self.backend.size_bytes() as i64,
+            leader: st.leader_id,
+            raft_index: st.commit_index,
+            raft_term: st.term,
+            raft_applied_index: st.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: self.backend.size_in_use_bytes() as i64,
+            is_learner: false,
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl HealthApi for EtcdServer {
+    async fn health(&self) -> Health {
+        let st = self.raft.status();
+        if st.stopped {
+            return Health {
+                healthy: false,
+                reason: "server stopped".into(),
+            };
+        }
+        if st.leader_id == 0 && st.role != Role::Leader {
+            return Health {
+                healthy: false,
+                reason: "RAFT NO LEADER".into(),
+            };
+        }
+        match self.linearizable_barrier().await {
+            Ok(()) => Health {
+                healthy: true,
+                reason: String::new(),
+            },
+            Err(e) => Health {
+                healthy: false,
+                reason: format!("QGET ERROR:{e}"),
+            },
+        }
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit tests and the black-box integration
+# tests (real cairn processes driven by etcdctl and the etcd-client crate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+start=$(date +%s)
+cargo fmt --all -- --check
+# One build flavour for everything (dev profile, all targets) so RocksDB is compiled once.
+cargo build --locked --workspace --all-targets
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace
+echo "test suite finished in $(( $(date +%s) - start )) s"
