@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, StatusRequest, StatusResponse, TxnRequest,
-    TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 
 use crate::error::EtcdError;
@@ -31,6 +31,13 @@ pub trait KvApi: Send + Sync + 'static {
 pub trait MaintenanceApi: Send + Sync + 'static {
     /// Member status: version, sizes, leader, raft index and term.
     async fn status(&self, req: StatusRequest) -> Result<StatusResponse, EtcdError>;
+}
+
+/// etcd's Cluster service (the parts served so far).
+#[async_trait]
+pub trait ClusterApi: Send + Sync + 'static {
+    /// The cluster's members.
+    async fn member_list(&self, req: MemberListRequest) -> Result<MemberListResponse, EtcdError>;
 }
 
 /// The answer of `/health`.

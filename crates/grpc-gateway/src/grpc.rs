@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb as pb;
 use tonic::{Code, Request, Response, Status};
 
-use crate::api::{KvApi, MaintenanceApi};
+use crate::api::{ClusterApi, KvApi, MaintenanceApi};
 use crate::error::EtcdError;
 
 /// etcd's extra allowance over `--max-request-bytes` for gRPC framing (grpcOverheadBytes).
@@ -182,13 +182,15 @@ impl<A> MaintenanceService<A> {
 }
 
 fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
-    started("etcdserverpb.Maintenance", method);
+    unimplemented_in("etcdserverpb.Maintenance", method)
+}
+
+fn unimplemented_in<T>(service: &'static str, method: &'static str) -> Result<Response<T>, Status> {
+    started(service, method);
     observe(
-        "etcdserverpb.Maintenance",
+        service,
         method,
-        Err(EtcdError::Unimplemented(format!(
-            "/etcdserverpb.Maintenance/{method}"
-        ))),
+        Err(EtcdError::Unimplemented(format!("/{service}/{method}"))),
     )
 }
 
@@ -254,5 +256,63 @@ impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceServi
         _request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         unimplemented("Downgrade")
+    }
+}
+
+/// etcd's `Cluster` service over a [`ClusterApi`]; membership changes answer
+/// `Unimplemented` until clusters are supported.
+pub struct ClusterService<A> {
+    api: Arc<A>,
+    limits: Limits,
+}
+
+impl<A> ClusterService<A> {
+    /// Serves `api` within `limits`.
+    pub fn new(api: Arc<A>, limits: Limits) -> Self {
+        ClusterService { api, limits }
+    }
+}
+
+#[tonic::async_trait]
+impl<A: ClusterApi> pb::cluster_server::Cluster for ClusterService<A> {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        unimplemented_in("etcdserverpb.Cluster", "MemberAdd")
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        unimplemented_in("etcdserverpb.Cluster", "MemberRemove")
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        unimplemented_in("etcdserverpb.Cluster", "MemberUpdate")
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        unary!(
+            self,
+            "etcdserverpb.Cluster",
+            "MemberList",
+            request,
+            member_list
+        )
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        unimplemented_in("etcdserverpb.Cluster", "MemberPromote")
     }
 }

@@ -5,11 +5,12 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use cairn_grpc_gateway::{api::{KvApi, MaintenanceApi, HealthApi}, grpc::Limits, http, serve};
-//! # async fn demo<S: KvApi + MaintenanceApi + HealthApi>(server: Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
+//! # use cairn_grpc_gateway::{api::{ClusterApi, KvApi, MaintenanceApi, HealthApi}, grpc::Limits, http, serve};
+//! # async fn demo<S: KvApi + MaintenanceApi + ClusterApi + HealthApi>(server: Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
 //! let versions = http::Versions { server: "3.5.0".into(), cluster: "3.5.0".into() };
 //! let http = http::router(server.clone(), None, versions);
-//! let router = serve::client_router(server, Limits::for_max_request_bytes(1_572_864), http);
+//! let routes = serve::client_routes(server, Limits::for_max_request_bytes(1_572_864));
+//! let router = serve::into_router(routes, http);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:2379").await?;
 //! serve::serve(listener, router, std::future::pending()).await?;
 //! # Ok(()) }
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod authority;
 pub mod error;
 pub mod grpc;
 pub mod http;

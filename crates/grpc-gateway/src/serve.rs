@@ -3,13 +3,17 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use cairn_proto::etcdserverpb::{kv_server::KvServer, maintenance_server::MaintenanceServer};
+use cairn_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 use tonic::service::Routes;
 
-use crate::api::{KvApi, MaintenanceApi};
-use crate::grpc::{KvService, Limits, MaintenanceService};
+use crate::api::{ClusterApi, KvApi, MaintenanceApi};
+use crate::authority::AuthorityFix;
+use crate::grpc::{ClusterService, KvService, Limits, MaintenanceService};
 
 /// Errors of the client listener.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +23,18 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Builds the client-facing router: etcd's gRPC services, the gRPC health service, and the
-/// HTTP endpoints in `http`. gRPC services not registered here answer `Unimplemented`.
-pub fn client_router<A>(api: Arc<A>, limits: Limits, http: axum::Router) -> axum::Router
+/// Builds the client-facing gRPC routes: etcd's KV and Maintenance services and the gRPC
+/// health service. Callers add further services (`.add_service(...)`); a service never
+/// added answers `Unimplemented`.
+pub fn client_routes<A>(api: Arc<A>, limits: Limits) -> Routes
 where
-    A: KvApi + MaintenanceApi,
+    A: KvApi + MaintenanceApi + ClusterApi,
 {
     let max = limits.transport_limit();
     let kv = KvServer::new(KvService::new(api.clone(), limits))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(ClusterService::new(api.clone(), limits))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(api, limits))
@@ -41,10 +49,13 @@ where
     });
     Routes::new(kv)
         .add_service(maintenance)
+        .add_service(cluster)
         .add_service(health_service)
-        .prepare()
-        .into_axum_router()
-        .merge(http)
+}
+
+/// Joins the gRPC routes and the HTTP endpoints into one router for the client port.
+pub fn into_router(routes: Routes, http: axum::Router) -> axum::Router {
+    routes.prepare().into_axum_router().merge(http)
 }
 
 /// Serves `router` (gRPC over h2c and HTTP/1.1) on `listener` until `shutdown` resolves.
@@ -57,7 +68,10 @@ pub async fn serve(
         .accept_http1(true)
         .tcp_nodelay(true)
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

@@ -7,8 +7,9 @@ use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+    request_op, CompactionResponse, DeleteRangeResponse, PutResponse, RequestOp, TxnResponse,
 };
+use cairn_proto::mvccpb::Event;
 use cairn_raft_node::{ApplyError, CommittedEntry, EntryKind, StateMachine};
 use prost::Message as _;
 
@@ -42,15 +43,63 @@ pub fn client_error(e: &MvccError) -> EtcdError {
     }
 }
 
+/// What other parts of the member (watchers, the lessor) learn from the apply loop.
+/// Called on the raft thread, in log order: implementations must not block.
+pub trait ApplyHooks: Send + Sync + 'static {
+    /// Whether lease `id` exists (a put naming an unknown lease fails with etcd's error).
+    fn lease_exists(&self, id: i64) -> bool;
+    /// The events of one applied revision (prev_kv always filled where one existed).
+    fn on_events(&self, revision: i64, events: &[Event]);
+}
+
+/// Hooks for a member with no lessor and no watchers: every lease is unknown.
+#[derive(Debug, Default)]
+pub struct NoHooks;
+
+impl ApplyHooks for NoHooks {
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
+    }
+    fn on_events(&self, _revision: i64, _events: &[Event]) {}
+}
+
+fn txn_leases(ops: &[RequestOp], out: &mut Vec<i64>) {
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) if p.lease != 0 => out.push(p.lease),
+            Some(request_op::Request::RequestTxn(t)) => {
+                txn_leases(&t.success, out);
+                txn_leases(&t.failure, out);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Applies committed entries to the key space.
 pub struct Applier {
     store: Arc<KvStore>,
+    hooks: Arc<dyn ApplyHooks>,
 }
 
 impl Applier {
-    /// An applier writing into `store`.
-    pub fn new(store: Arc<KvStore>) -> Self {
-        Applier { store }
+    /// An applier writing into `store` and telling `hooks` what changed.
+    pub fn new(store: Arc<KvStore>, hooks: Arc<dyn ApplyHooks>) -> Self {
+        Applier { store, hooks }
+    }
+
+    fn check_leases(&self, leases: &[i64]) -> Result<(), EtcdError> {
+        match leases.iter().find(|id| !self.hooks.lease_exists(**id)) {
+            Some(_) => Err(EtcdError::LeaseNotFound),
+            None => Ok(()),
+        }
+    }
+
+    fn emit<R>(&self, outcome: cairn_mvcc_store::WriteOutcome<R>) -> R {
+        if !outcome.events.is_empty() {
+            self.hooks.on_events(outcome.revision, &outcome.events);
+        }
+        outcome.response
     }
 
     fn fatal(index: u64, e: MvccError) -> ApplyError {
@@ -61,17 +110,33 @@ impl Applier {
         let store = &self.store;
         Ok(match req {
             Request::Put(r) => {
-                Applied::Put(store.put(index, &r, BackendBatch::default())?.response)
+                let leases: Vec<i64> = if r.lease != 0 && !r.ignore_lease {
+                    vec![r.lease]
+                } else {
+                    Vec::new()
+                };
+                if let Err(e) = self.check_leases(&leases) {
+                    store.record_applied(index)?;
+                    return Ok(Applied::Failed(e));
+                }
+                Applied::Put(self.emit(store.put(index, &r, BackendBatch::default())?))
             }
-            Request::DeleteRange(r) => Applied::DeleteRange(
-                store
-                    .delete_range(index, &r, BackendBatch::default())?
-                    .response,
-            ),
+            Request::DeleteRange(r) => Applied::DeleteRange(self.emit(store.delete_range(
+                index,
+                &r,
+                BackendBatch::default(),
+            )?)),
             Request::Txn(r) => {
-                Applied::Txn(store.txn(index, &r, BackendBatch::default())?.response)
+                let mut leases = Vec::new();
+                txn_leases(&r.success, &mut leases);
+                txn_leases(&r.failure, &mut leases);
+                if let Err(e) = self.check_leases(&leases) {
+                    store.record_applied(index)?;
+                    return Ok(Applied::Failed(e));
+                }
+                Applied::Txn(self.emit(store.txn(index, &r, BackendBatch::default())?))
             }
-            Request::Compaction(r) => Applied::Compaction(store.compact(index, &r)?.response),
+            Request::Compaction(r) => Applied::Compaction(self.emit(store.compact(index, &r)?)),
             other => {
                 store.record_applied(index)?;
                 Applied::Failed(EtcdError::Internal(format!(

@@ -25,9 +25,9 @@ use cairn_raft_node::{NoPeers, NodeConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::apply::Applier;
+use crate::apply::{Applier, ApplyHooks, NoHooks};
 use crate::config::{Config, ConfigError};
-use crate::server::{EtcdServer, RequestLimits, ETCD_VERSION};
+use crate::server::{EtcdServer, MemberInfo, RequestLimits, ETCD_VERSION};
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +115,8 @@ fn member_ids(cfg: &Config, backend: &Backend) -> Result<(u64, u64, Vec<u64>), S
     let member = ids::member_id(&cfg.advertise_peer_urls(), token);
     let cluster = ids::cluster_id(&ids);
     let mut batch = BackendBatch::default();
-    batch.put_cf(MEMBERS_CF, CLUSTER_ID_KEY, &cluster.to_be_bytes());
-    batch.put_cf(MEMBERS_CF, MEMBER_ID_KEY, &member.to_be_bytes());
+    batch.put_cf(MEMBERS_CF, CLUSTER_ID_KEY, cluster.to_be_bytes());
+    batch.put_cf(MEMBERS_CF, MEMBER_ID_KEY, member.to_be_bytes());
     backend.write(batch)?;
     backend.sync()?;
     Ok((cluster, member, ids))
@@ -136,10 +136,11 @@ pub async fn run(
     let (tick, election_ticks) = cfg.raft_timing()?;
     let addrs = cfg.client_listen_addrs()?;
 
-    let backend = Backend::open(&cfg.db_dir())?;
+    let backend = Backend::open(cfg.db_dir())?;
     let store = Arc::new(KvStore::open(backend.clone())?);
     let (cluster_id, member_id, voters) = member_ids(&cfg, &backend)?;
 
+    let hooks: Arc<dyn ApplyHooks> = Arc::new(NoHooks);
     let mut node_cfg = NodeConfig::new(member_id, cfg.wal_dir());
     node_cfg.initial_voters = voters;
     node_cfg.wal_metadata = [cluster_id.to_be_bytes(), member_id.to_be_bytes()].concat();
@@ -147,7 +148,11 @@ pub async fn run(
     node_cfg.election_ticks = election_ticks;
     node_cfg.snapshot_count = cfg.snapshot_count;
     let raft = tokio::task::block_in_place(|| {
-        cairn_raft_node::start(node_cfg, Applier::new(store.clone()), NoPeers)
+        cairn_raft_node::start(
+            node_cfg,
+            Applier::new(store.clone(), hooks.clone()),
+            NoPeers,
+        )
     })?;
 
     let limits = RequestLimits {
@@ -162,6 +167,11 @@ pub async fn run(
         cluster_id,
         member_id,
         limits,
+        MemberInfo {
+            name: cfg.name.clone(),
+            peer_urls: cfg.advertise_peer_urls(),
+            client_urls: cfg.advertise_client_urls(),
+        },
     ));
 
     let versions = http::Versions {
@@ -169,11 +179,11 @@ pub async fn run(
         cluster: "3.5.0".into(),
     };
     let http_router = http::router(server.clone(), metrics, versions);
-    let router = serve::client_router(
+    let routes = serve::client_routes(
         server.clone(),
         Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
-        http_router,
     );
+    let router = serve::into_router(routes, http_router);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();

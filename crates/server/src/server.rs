@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::api::{Health, HealthApi, KvApi, MaintenanceApi};
+use cairn_grpc_gateway::api::{ClusterApi, Health, HealthApi, KvApi, MaintenanceApi};
 use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusRequest, StatusResponse,
-    TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
+    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 use cairn_raft_node::{RaftError, RaftHandle, Role};
 use prost::Message as _;
@@ -33,8 +33,20 @@ pub struct RequestLimits {
     pub request_timeout: Duration,
 }
 
+/// How this member presents itself in the member list.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// `--name`.
+    pub name: String,
+    /// Advertised peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Advertised client URLs.
+    pub client_urls: Vec<String>,
+}
+
 /// One member's request handling.
 pub struct EtcdServer {
+    info: MemberInfo,
     store: Arc<KvStore>,
     backend: Arc<Backend>,
     raft: RaftHandle<Applied>,
@@ -60,8 +72,10 @@ impl EtcdServer {
         cluster_id: u64,
         member_id: u64,
         limits: RequestLimits,
+        info: MemberInfo,
     ) -> Self {
         EtcdServer {
+            info,
             store,
             backend,
             raft,
@@ -212,7 +226,25 @@ impl MaintenanceApi for EtcdServer {
             errors: Vec::new(),
             db_size_in_use: self.backend.size_in_use_bytes() as i64,
             is_learner: false,
-            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl ClusterApi for EtcdServer {
+    async fn member_list(&self, req: MemberListRequest) -> Result<MemberListResponse, EtcdError> {
+        if req.linearizable {
+            self.linearizable_barrier().await?;
+        }
+        Ok(MemberListResponse {
+            header: Some(self.header(self.store.current_revision())),
+            members: vec![Member {
+                id: self.member_id,
+                name: self.info.name.clone(),
+                peer_ur_ls: self.info.peer_urls.clone(),
+                client_ur_ls: self.info.client_urls.clone(),
+                is_learner: false,
+            }],
         })
     }
 }

@@ -164,10 +164,6 @@ impl Replayer {
         self.position
     }
 
-    pub fn metadata(&self) -> &[u8] {
-        &self.metadata
-    }
-
     pub fn snapshot_mark(&self) -> Option<&SnapshotMark> {
         self.snapshot.as_ref()
     }

@@ -10,8 +10,8 @@ use crate::replay::{Position, Replayer};
 use crate::segment::{self, HeaderError, Segment};
 use crate::{HardState, Replayed, SnapshotMark, WalBatch, WalError, WalOptions};
 
-/// An open write-ahead log, ready to append. One process at a time may use a WAL
-/// directory.
+/// An open write-ahead log, ready to append. The directory is not locked: keeping a
+/// second process (or a second `Wal`) off it is the caller's job.
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
@@ -101,11 +101,19 @@ impl Wal {
             return Err(WalError::NotFound(dir.to_path_buf()));
         }
         for pair in segments.windows(2) {
-            if pair[1].seq != pair[0].seq.saturating_add(1) {
+            let (before, seg) = (&pair[0], &pair[1]);
+            if seg.seq == before.seq {
                 return Err(corrupt(
-                    &pair[1].path,
+                    &seg.path,
                     0,
-                    format!("segment {:016x} before it is missing", pair[0].seq + 1),
+                    format!("two segments are numbered {:016x}", seg.seq),
+                ));
+            }
+            if seg.seq != before.seq + 1 {
+                return Err(corrupt(
+                    &seg.path,
+                    0,
+                    format!("segment {:016x} before it is missing", before.seq + 1),
                 ));
             }
         }
@@ -113,6 +121,8 @@ impl Wal {
         let mut replayer: Option<Replayer> = None;
         // The segment appends go to: its length and where its header ends.
         let mut active = None;
+        // What a crash left to clean up in the last segment, done once all is checked.
+        let mut repair = None;
         let count = segments.len();
         for (i, seg) in segments.iter().enumerate() {
             let is_last = i + 1 == count;
@@ -141,14 +151,10 @@ impl Wal {
                 Err(HeaderError::Incomplete) if is_last && i > 0 => {
                     // A crash while the segment was being started: the batch meant for it
                     // was never acknowledged, and the previous segment is complete.
-                    tracing::warn!(
-                        segment = %seg.path.display(),
-                        valid_bytes = valid_end,
-                        file_bytes = bytes.len(),
-                        "WAL: removing a segment whose header was never completely written"
-                    );
-                    fs::remove_file(&seg.path).map_err(io_error("remove", &seg.path))?;
-                    sync_dir(dir)?;
+                    repair = Some(Repair::Remove {
+                        segment: seg.path.clone(),
+                        file_bytes: bytes.len() as u64,
+                    });
                     break;
                 }
                 Err(HeaderError::Incomplete) => {
@@ -173,20 +179,12 @@ impl Wal {
                     .map_err(|reason| corrupt(&seg.path, located.offset, reason))?;
             }
             if let Some((offset, reason)) = torn {
-                tracing::warn!(
-                    segment = %seg.path.display(),
+                repair = Some(Repair::Truncate {
+                    segment: seg.path.clone(),
                     offset,
-                    cut_bytes = bytes.len() as u64 - offset,
-                    reason = %reason,
-                    "WAL: cutting off a torn tail"
-                );
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&seg.path)
-                    .map_err(io_error("open", &seg.path))?;
-                file.set_len(offset)
-                    .map_err(io_error("truncate", &seg.path))?;
-                file.sync_data().map_err(io_error("fsync", &seg.path))?;
+                    file_bytes: bytes.len() as u64,
+                    reason,
+                });
             }
             replayer = Some(r);
             active = Some((i, valid_end, split.header_end));
@@ -200,26 +198,31 @@ impl Wal {
         let Some(active_segment) = segments.pop() else {
             return Err(WalError::NotFound(dir.to_path_buf()));
         };
-        let file = open_for_append(&active_segment.path)?;
         let first_path = segments.first().unwrap_or(&active_segment).path.clone();
+        let position = replayer.position();
+        let snapshot = replayer.snapshot_mark().cloned();
+        let hard_state = replayer.hard_state();
+        let replayed = replayer
+            .finish()
+            .map_err(|reason| corrupt(&first_path, 0, reason))?;
+        if let Some(repair) = repair {
+            repair.apply(dir)?;
+        }
         let wal = Wal {
             dir: dir.to_path_buf(),
             opts,
-            metadata: replayer.metadata().to_vec(),
-            file,
+            metadata: replayed.metadata.clone(),
+            file: open_for_append(&active_segment.path)?,
             active_len,
             active_header_len,
-            position: replayer.position(),
-            snapshot: replayer.snapshot_mark().cloned(),
-            hard_state: replayer.hard_state(),
+            position,
+            snapshot,
+            hard_state,
             poisoned: false,
             buf: Vec::new(),
             sealed: segments,
             active: active_segment,
         };
-        let replayed = replayer
-            .finish()
-            .map_err(|reason| corrupt(&first_path, 0, reason))?;
         tracing::info!(
             dir = %dir.display(),
             segments = wal.sealed.len() + 1,
@@ -252,7 +255,11 @@ impl Wal {
 
         self.buf.clear();
         if cut {
-            let next = Segment::new(&self.dir, self.active.seq + 1, self.position.last_index + 1);
+            let next = Segment::new(
+                &self.dir,
+                self.active.seq + 1,
+                self.position.last_index.saturating_add(1),
+            );
             let mut enc = Encoder::new(&mut self.buf, next.seq, 0);
             segment::encode_header(
                 &mut enc,
@@ -342,6 +349,59 @@ impl Wal {
     /// higher (0 for an empty log).
     pub fn last_index(&self) -> u64 {
         self.position.last_index
+    }
+}
+
+/// How [`Wal::open`] cleans up after a crash in the last segment.
+enum Repair {
+    /// Cut a torn tail off at `offset`.
+    Truncate {
+        segment: PathBuf,
+        offset: u64,
+        file_bytes: u64,
+        reason: String,
+    },
+    /// Remove a segment whose header was never completely written.
+    Remove { segment: PathBuf, file_bytes: u64 },
+}
+
+impl Repair {
+    fn apply(self, dir: &Path) -> Result<(), WalError> {
+        match self {
+            Repair::Truncate {
+                segment,
+                offset,
+                file_bytes,
+                reason,
+            } => {
+                tracing::warn!(
+                    segment = %segment.display(),
+                    offset,
+                    cut_bytes = file_bytes - offset,
+                    reason = %reason,
+                    "WAL: cutting off a torn tail"
+                );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&segment)
+                    .map_err(io_error("open", &segment))?;
+                file.set_len(offset)
+                    .map_err(io_error("truncate", &segment))?;
+                file.sync_data().map_err(io_error("fsync", &segment))
+            }
+            Repair::Remove {
+                segment,
+                file_bytes,
+            } => {
+                tracing::warn!(
+                    segment = %segment.display(),
+                    file_bytes,
+                    "WAL: removing a segment whose header was never completely written"
+                );
+                fs::remove_file(&segment).map_err(io_error("remove", &segment))?;
+                sync_dir(dir)
+            }
+        }
     }
 }
 
