@@ -320,7 +320,13 @@ where
         ..Default::default()
     };
     raft_cfg.validate()?;
-    let logger = slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!());
+    // raft-rs is chatty at info level; its warnings and errors still reach the log, and
+    // leader changes are logged by this crate.
+    let drain = slog::Drain::fuse(slog::LevelFilter::new(
+        tracing_slog::TracingSlogDrain,
+        slog::Level::Warning,
+    ));
+    let logger = slog::Logger::root(drain, slog::o!());
     let raw = RawNode::new(&raft_cfg, log.raft_storage(), &logger)?;
     let initial = NodeStatus {
         id: cfg.id,
@@ -546,6 +552,12 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             if leader_id != 0 {
                 metrics::counter!("etcd_server_leader_changes_seen_total").increment(1);
             }
+            tracing::info!(
+                member = %format!("{:x}", self.cfg.id),
+                leader = %format!("{leader_id:x}"),
+                term = self.raw.raft.term,
+                "raft leader changed"
+            );
             self.leader_id = leader_id;
             // Read requests in flight at the old leader may never be answered.
             self.fail_reads("leader changed");
