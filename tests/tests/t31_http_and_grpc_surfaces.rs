@@ -73,7 +73,7 @@ async fn rpcs_not_served_yet_answer_unimplemented() {
     }
     let server = Server::start(ServerOpts::new());
     let mut client = server.client().await;
-    let err = client.lease_grant(10, None).await.unwrap_err();
+    let err = client.role_list().await.unwrap_err();
     let status = cairn_tests::grpc_status(&err);
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     // The server is still fine afterwards.

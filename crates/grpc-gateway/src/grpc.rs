@@ -32,7 +32,7 @@ impl Limits {
         self.max_recv_bytes.saturating_mul(4).max(16 * 1024 * 1024)
     }
 
-    fn check<M: prost::Message>(&self, msg: &M) -> Result<(), EtcdError> {
+    pub(crate) fn check<M: prost::Message>(&self, msg: &M) -> Result<(), EtcdError> {
         let got = msg.encoded_len();
         if got > self.max_recv_bytes {
             return Err(EtcdError::MessageTooLarge {
@@ -68,7 +68,7 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// Counts a unary call the way go-grpc-prometheus does and turns the result into tonic's.
-fn observe<T>(
+pub(crate) fn observe<T>(
     service: &'static str,
     method: &'static str,
     result: Result<T, EtcdError>,
@@ -88,7 +88,7 @@ fn observe<T>(
     result.map(Response::new).map_err(Status::from)
 }
 
-fn started(service: &'static str, method: &'static str) {
+pub(crate) fn started(service: &'static str, method: &'static str) {
     metrics::counter!(
         "grpc_server_started_total",
         "grpc_type" => "unary",

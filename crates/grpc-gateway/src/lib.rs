@@ -22,6 +22,8 @@ pub mod authority;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod lease;
 pub mod serve;
+pub mod watch;
 
 pub use error::EtcdError;

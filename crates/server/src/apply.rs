@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use cairn_grpc_gateway::EtcdError;
+use cairn_lease_manager::Lessor;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    request_op, CompactionResponse, DeleteRangeResponse, PutResponse, RequestOp, TxnResponse,
+    request_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    PutResponse, RequestOp, TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
 use cairn_raft_node::{ApplyError, CommittedEntry, EntryKind, StateMachine};
@@ -26,6 +28,10 @@ pub enum Applied {
     Txn(TxnResponse),
     /// A compaction's response.
     Compaction(CompactionResponse),
+    /// A lease grant's response.
+    LeaseGrant(LeaseGrantResponse),
+    /// A lease revoke's response.
+    LeaseRevoke(LeaseRevokeResponse),
     /// The request failed with a client-visible error; nothing changed.
     Failed(EtcdError),
 }
@@ -80,16 +86,35 @@ fn txn_leases(ops: &[RequestOp], out: &mut Vec<i64>) {
 pub struct Applier {
     store: Arc<KvStore>,
     hooks: Arc<dyn ApplyHooks>,
+    lessor: Option<Arc<Lessor>>,
 }
 
 impl Applier {
     /// An applier writing into `store` and telling `hooks` what changed.
     pub fn new(store: Arc<KvStore>, hooks: Arc<dyn ApplyHooks>) -> Self {
-        Applier { store, hooks }
+        Applier {
+            store,
+            hooks,
+            lessor: None,
+        }
+    }
+
+    /// Applies lease requests to `lessor`, which also decides whether a lease exists and
+    /// follows which keys are attached to which lease.
+    pub fn with_lessor(mut self, lessor: Arc<Lessor>) -> Self {
+        self.lessor = Some(lessor);
+        self
+    }
+
+    fn lease_exists(&self, id: i64) -> bool {
+        match &self.lessor {
+            Some(lessor) => lessor.exists(id),
+            None => self.hooks.lease_exists(id),
+        }
     }
 
     fn check_leases(&self, leases: &[i64]) -> Result<(), EtcdError> {
-        match leases.iter().find(|id| !self.hooks.lease_exists(**id)) {
+        match leases.iter().find(|id| !self.lease_exists(**id)) {
             Some(_) => Err(EtcdError::LeaseNotFound),
             None => Ok(()),
         }
@@ -97,6 +122,9 @@ impl Applier {
 
     fn emit<R>(&self, outcome: cairn_mvcc_store::WriteOutcome<R>) -> R {
         if !outcome.events.is_empty() {
+            if let Some(lessor) = &self.lessor {
+                crate::lease::track_attachments(lessor, &outcome.events);
+            }
             self.hooks.on_events(outcome.revision, &outcome.events);
         }
         outcome.response
@@ -106,8 +134,32 @@ impl Applier {
         ApplyError(format!("backend failure applying entry {index}: {e}"))
     }
 
+    fn apply_lease(
+        &self,
+        lessor: &Lessor,
+        index: u64,
+        req: &Request,
+    ) -> Result<Option<Applied>, MvccError> {
+        let store = &self.store;
+        Ok(Some(match req {
+            Request::LeaseGrant(r) => crate::lease::apply_grant(store, lessor, index, r)?,
+            Request::LeaseRevoke(r) => match crate::lease::apply_revoke(store, lessor, index, r)? {
+                Ok(outcome) => Applied::LeaseRevoke(LeaseRevokeResponse {
+                    header: self.emit(outcome).header,
+                }),
+                Err(e) => Applied::Failed(e),
+            },
+            _ => return Ok(None),
+        }))
+    }
+
     fn apply_request(&self, index: u64, req: Request) -> Result<Applied, MvccError> {
         let store = &self.store;
+        if let Some(lessor) = &self.lessor {
+            if let Some(applied) = self.apply_lease(lessor, index, &req)? {
+                return Ok(applied);
+            }
+        }
         Ok(match req {
             Request::Put(r) => {
                 let leases: Vec<i64> = if r.lease != 0 && !r.ignore_lease {
@@ -137,6 +189,11 @@ impl Applier {
                 Applied::Txn(self.emit(store.txn(index, &r, BackendBatch::default())?))
             }
             Request::Compaction(r) => Applied::Compaction(self.emit(store.compact(index, &r)?)),
+            Request::LeaseCheckpoint(_) => {
+                // Remaining TTLs are not checkpointed (etcd's default): nothing to keep.
+                store.record_applied(index)?;
+                Applied::Nothing
+            }
             other => {
                 store.record_applied(index)?;
                 Applied::Failed(EtcdError::Internal(format!(

@@ -111,6 +111,14 @@ pub struct Config {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u64,
+    /// Interval of progress notifications for watchers that ask for them (a Go duration
+    /// such as `10m0s` or `500ms`).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m0s"
+    )]
+    pub experimental_watch_progress_notify_interval: String,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -311,11 +319,72 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(5) + Duration::from_millis(2 * self.election_timeout)
     }
+
+    /// The interval of watch progress notifications.
+    pub fn watch_progress_notify_interval(&self) -> Result<Duration, ConfigError> {
+        let value = &self.experimental_watch_progress_notify_interval;
+        match parse_go_duration(value) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(ConfigError::Invalid(format!(
+                "--experimental-watch-progress-notify-interval: invalid duration {value:?}"
+            ))),
+        }
+    }
+}
+
+/// Parses a Go duration (`1h2m3.5s`, `500ms`, `10us`; a bare `0` is zero).
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|n| *n > 0)?;
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10m0s"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration(""), None);
+        let c = Config::default();
+        assert_eq!(
+            c.watch_progress_notify_interval().unwrap(),
+            Duration::from_secs(600)
+        );
+    }
 
     #[test]
     fn defaults_are_etcds() {

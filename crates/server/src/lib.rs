@@ -12,7 +12,9 @@
 
 pub mod apply;
 pub mod config;
+pub mod hooks;
 pub mod ids;
+pub mod lease;
 pub mod server;
 
 use std::future::Future;
@@ -25,7 +27,7 @@ use cairn_raft_node::{NoPeers, NodeConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::apply::{Applier, ApplyHooks, NoHooks};
+use crate::apply::{Applier, ApplyHooks};
 use crate::config::{Config, ConfigError};
 use crate::server::{EtcdServer, MemberInfo, RequestLimits, ETCD_VERSION};
 
@@ -63,6 +65,9 @@ pub enum ServerError {
     /// The raft node stopped on a fatal error.
     #[error("raft node failed: {0}")]
     Fatal(String),
+    /// The lease table cannot be rebuilt.
+    #[error("leases: {0}")]
+    Lease(#[from] cairn_lease_manager::LeaseError),
     /// Something this version does not do yet.
     #[error("{0}")]
     Unsupported(String),
@@ -139,8 +144,21 @@ pub async fn run(
     let backend = Backend::open(cfg.db_dir())?;
     let store = Arc::new(KvStore::open(backend.clone())?);
     let (cluster_id, member_id, voters) = member_ids(&cfg, &backend)?;
+    let lessor = Arc::new(cairn_lease_manager::Lessor::new(
+        cairn_lease_manager::min_ttl(election_ticks as u64, tick),
+        Arc::new(cairn_lease_manager::SystemClock),
+    ));
+    lessor.recover(&backend, &store)?;
 
-    let hooks: Arc<dyn ApplyHooks> = Arc::new(NoHooks);
+    let watch_headers = Arc::new(hooks::WatchHeaders::new(cluster_id, member_id));
+    let watch_config = cairn_watch_server::WatchConfig {
+        max_response_bytes: cfg.max_request_bytes as usize,
+        progress_notify_interval: cfg.watch_progress_notify_interval()?,
+        ..Default::default()
+    };
+    let watch_hub =
+        cairn_watch_server::WatchHub::new(store.clone(), watch_config, watch_headers.clone());
+    let hooks: Arc<dyn ApplyHooks> = Arc::new(hooks::MemberHooks::new(Some(watch_hub.clone())));
     let mut node_cfg = NodeConfig::new(member_id, cfg.wal_dir());
     node_cfg.initial_voters = voters;
     node_cfg.wal_metadata = [cluster_id.to_be_bytes(), member_id.to_be_bytes()].concat();
@@ -150,10 +168,15 @@ pub async fn run(
     let raft = tokio::task::block_in_place(|| {
         cairn_raft_node::start(
             node_cfg,
-            Applier::new(store.clone(), hooks.clone()),
+            Applier::new(store.clone(), hooks.clone()).with_lessor(lessor.clone()),
             NoPeers,
         )
     })?;
+
+    watch_headers.set_status(raft.subscribe_status());
+    watch_hub
+        .start_background()
+        .map_err(|e| ServerError::Fatal(format!("starting the watch catch-up thread: {e}")))?;
 
     let limits = RequestLimits {
         max_request_bytes: cfg.max_request_bytes as usize,
@@ -183,7 +206,17 @@ pub async fn run(
         server.clone(),
         Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
     );
+    let routes = routes.add_service(cairn_grpc_gateway::lease::lease_server(
+        Arc::new(lease::LeaseFrontend::new(server.clone(), lessor.clone())),
+        Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
+    ));
+    let routes = routes.add_service(cairn_grpc_gateway::watch::watch_server(
+        Arc::new(hooks::MemberWatch(watch_hub)),
+        Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
+    ));
     let router = serve::into_router(routes, http_router);
+    let lease_expiry =
+        lease::spawn_expiry_loop(server.clone(), lessor, tick * election_ticks as u32);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -234,6 +267,7 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     gauges.abort();
+    lease_expiry.abort();
     // Bounded: in-flight requests get a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while servers.join_next().await.is_some() {}

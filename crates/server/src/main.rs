@@ -47,6 +47,11 @@ fn main() -> anyhow::Result<()> {
             &disk_buckets(),
         )
         .context("metric buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("etcd_debugging_lease_ttl_total".into()),
+            &cairn_server::lease::ttl_buckets(),
+        )
+        .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -100,7 +100,12 @@ impl EtcdServer {
         &self.backend
     }
 
-    fn header(&self, revision: i64) -> ResponseHeader {
+    /// This member's id.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -109,7 +114,7 @@ impl EtcdServer {
         }
     }
 
-    fn fill(&self, header: &mut Option<ResponseHeader>) {
+    pub(crate) fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header
             .as_ref()
             .map(|h| h.revision)
@@ -117,7 +122,7 @@ impl EtcdServer {
         *header = Some(self.header(revision));
     }
 
-    async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
+    pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
         let data = InternalRequest {
             id: 0,
             request: Some(request),
