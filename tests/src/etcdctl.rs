@@ -95,7 +95,7 @@ fn run(endpoints: &[String], args: &[&str], stdin: Option<&str>) -> CtlOutput {
     }
 }
 
-fn etcdctl_binary() -> String {
+pub(crate) fn etcdctl_binary() -> String {
     std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "/usr/bin/etcdctl".to_string())
 }
 

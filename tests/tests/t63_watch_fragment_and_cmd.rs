@@ -3,13 +3,10 @@
 //! from etcd 3.4.23 with etcdctl 3.4.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use cairn_tests::etcd_client::{DeleteOptions, EventType, WatchOptions, WatchResponse};
-use cairn_tests::{http_get, Server, ServerOpts};
+use cairn_tests::{wait_for_watchers, CtlProcess, Server, ServerOpts};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -135,89 +132,13 @@ async fn oversized_response_is_split_into_fragments() {
     }
 }
 
-/// A running `etcdctl watch ...` whose stdout lines are read with a deadline.
-struct CtlWatch {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl CtlWatch {
-    fn start(server: &Server, args: &[&str]) -> CtlWatch {
-        let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "/usr/bin/etcdctl".into());
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("ETCDCTL_API", "3")
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .arg(format!("--endpoints={}", server.endpoints().join(",")))
-            .arg("--dial-timeout=5s")
-            .arg("watch")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run etcdctl watch");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        CtlWatch { child, lines }
-    }
-
-    /// The next `n` lines of output, waiting at most [`DEADLINE`] in all.
-    fn lines(&self, n: usize) -> Vec<String> {
-        let end = Instant::now() + DEADLINE;
-        (0..n)
-            .map(|i| {
-                let left = end.saturating_duration_since(Instant::now());
-                self.lines
-                    .recv_timeout(left)
-                    .unwrap_or_else(|e| panic!("line {} of etcdctl watch: {e}", i + 1))
-            })
-            .collect()
-    }
-}
-
-impl Drop for CtlWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of gauge `name` on the server's `/metrics`, if present.
-fn gauge(server: &Server, name: &str) -> Option<f64> {
-    let body = http_get(&server.client_addr(), "/metrics").ok()?.body;
-    body.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Waits until the server has at least `n` watchers.
-fn wait_for_watchers(server: &Server, n: f64) {
-    let end = Instant::now() + DEADLINE;
-    while gauge(server, "etcd_debugging_mvcc_watcher_total").is_none_or(|g| g < n) {
-        assert!(Instant::now() < end, "the server never had {n} watchers");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn exec_command_runs_once_per_event_with_watch_env() {
     let server = Server::start(ServerOpts::new());
-    let watch = CtlWatch::start(
+    let watch = CtlProcess::start(
         &server,
         &[
+            "watch",
             "cmdkey",
             "--",
             "/bin/sh",

@@ -2,84 +2,9 @@
 //! recipes over leases, txns and watches. Two contenders: the second waits while the
 //! first holds, and takes its turn when the first goes away.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use cairn_tests::{Server, ServerOpts};
-
-const DEADLINE: Duration = Duration::from_secs(15);
-
-/// A long-running etcdctl whose output lines are read with a deadline.
-struct Ctl {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Ctl {
-    fn start(server: &Server, args: &[&str]) -> Ctl {
-        let bin = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "/usr/bin/etcdctl".into());
-        let mut child = Command::new(bin)
-            .env_clear()
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", server.endpoints().join(",")))
-            .arg("--dial-timeout=5s")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run etcdctl");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ctl { child, lines }
-    }
-
-    fn line(&self, what: &str) -> String {
-        self.lines
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|e| panic!("{what}: no output line within {DEADLINE:?}: {e}"))
-    }
-
-    fn assert_silent(&self, what: &str) {
-        match self.lines.try_recv() {
-            Err(TryRecvError::Empty) => {}
-            other => panic!("{what} printed while it should wait: {other:?}"),
-        }
-    }
-
-    /// SIGTERM by PID: etcdctl closes its session (revoking its lease) and exits.
-    fn terminate(&mut self) {
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let end = Instant::now() + DEADLINE;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("etcdctl did not exit after SIGTERM");
-    }
-}
-
-impl Drop for Ctl {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cairn_tests::{CtlProcess as Ctl, Server, ServerOpts, BACKGROUND_DEADLINE as DEADLINE};
 
 /// Keys under `prefix`, polled until there are `n` of them.
 fn wait_for_keys(server: &Server, prefix: &str, n: usize) -> Vec<String> {
