@@ -52,20 +52,15 @@ pub fn client_error(e: &MvccError) -> EtcdError {
 /// What other parts of the member (watchers, the lessor) learn from the apply loop.
 /// Called on the raft thread, in log order: implementations must not block.
 pub trait ApplyHooks: Send + Sync + 'static {
-    /// Whether lease `id` exists (a put naming an unknown lease fails with etcd's error).
-    fn lease_exists(&self, id: i64) -> bool;
     /// The events of one applied revision (prev_kv always filled where one existed).
     fn on_events(&self, revision: i64, events: &[Event]);
 }
 
-/// Hooks for a member with no lessor and no watchers: every lease is unknown.
+/// Hooks for a member without watchers.
 #[derive(Debug, Default)]
 pub struct NoHooks;
 
 impl ApplyHooks for NoHooks {
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
-    }
     fn on_events(&self, _revision: i64, _events: &[Event]) {}
 }
 
@@ -106,11 +101,10 @@ impl Applier {
         self
     }
 
+    /// A put naming a lease the lessor does not hold fails with etcd's error; without a
+    /// lessor every lease is unknown.
     fn lease_exists(&self, id: i64) -> bool {
-        match &self.lessor {
-            Some(lessor) => lessor.exists(id),
-            None => self.hooks.lease_exists(id),
-        }
+        self.lessor.as_ref().is_some_and(|lessor| lessor.exists(id))
     }
 
     fn check_leases(&self, leases: &[i64]) -> Result<(), EtcdError> {

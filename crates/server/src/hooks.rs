@@ -26,10 +26,6 @@ impl MemberHooks {
 }
 
 impl ApplyHooks for MemberHooks {
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
-    }
-
     fn on_events(&self, revision: i64, events: &[Event]) {
         if let Some(hub) = &self.watch {
             hub.notify(revision, events);
