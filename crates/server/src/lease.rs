@@ -173,10 +173,6 @@ impl LeaseFrontend {
     }
 }
 
-fn unexpected(what: &Applied) -> EtcdError {
-    EtcdError::Internal(format!("unexpected apply result {what:?}"))
-}
-
 #[async_trait]
 impl LeaseApi for LeaseFrontend {
     async fn lease_grant(
@@ -195,26 +191,14 @@ impl LeaseApi for LeaseFrontend {
                 }
             };
         }
-        match self.server.propose(Request::LeaseGrant(req)).await? {
-            Applied::LeaseGrant(mut resp) => {
-                self.server.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.server.propose_for(Request::LeaseGrant(req)).await
     }
 
     async fn lease_revoke(
         &self,
         req: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, EtcdError> {
-        match self.server.propose(Request::LeaseRevoke(req)).await? {
-            Applied::LeaseRevoke(mut resp) => {
-                self.server.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.server.propose_for(Request::LeaseRevoke(req)).await
     }
 
     async fn lease_keep_alive(

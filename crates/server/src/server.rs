@@ -122,6 +122,17 @@ impl EtcdServer {
         *header = Some(self.header(revision));
     }
 
+    /// Proposes `request` and answers with its applied response, header filled.
+    pub(crate) async fn propose_for<R: AppliedResponse>(
+        &self,
+        request: Request,
+    ) -> Result<R, EtcdError> {
+        let mut resp = R::from_applied(self.propose(request).await?)
+            .map_err(|other| EtcdError::Internal(format!("unexpected apply result {other:?}")))?;
+        self.fill(resp.header_mut());
+        Ok(resp)
+    }
+
     pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
         let data = InternalRequest {
             id: 0,
@@ -153,9 +164,38 @@ impl EtcdServer {
     }
 }
 
-fn unexpected(what: &Applied) -> EtcdError {
-    EtcdError::Internal(format!("unexpected apply result {what:?}"))
+/// A response that comes back from the apply loop as one [`Applied`] variant.
+pub(crate) trait AppliedResponse: Sized {
+    /// The response, or the unexpected result given back.
+    fn from_applied(applied: Applied) -> Result<Self, Box<Applied>>;
+    /// The response's header, filled before it goes to the client.
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
 }
+
+macro_rules! applied_response {
+    ($($variant:ident => $response:ty),* $(,)?) => {$(
+        impl AppliedResponse for $response {
+            fn from_applied(applied: Applied) -> Result<Self, Box<Applied>> {
+                match applied {
+                    Applied::$variant(resp) => Ok(resp),
+                    other => Err(Box::new(other)),
+                }
+            }
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+applied_response!(
+    Put => PutResponse,
+    DeleteRange => DeleteRangeResponse,
+    Txn => TxnResponse,
+    Compaction => CompactionResponse,
+    LeaseGrant => cairn_proto::etcdserverpb::LeaseGrantResponse,
+    LeaseRevoke => cairn_proto::etcdserverpb::LeaseRevokeResponse,
+);
 
 #[async_trait]
 impl KvApi for EtcdServer {
@@ -171,13 +211,7 @@ impl KvApi for EtcdServer {
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
         mvcc::validate_put(&req).map_err(|e| client_error(&e))?;
-        match self.propose(Request::Put(req)).await? {
-            Applied::Put(mut resp) => {
-                self.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.propose_for(Request::Put(req)).await
     }
 
     async fn delete_range(
@@ -185,34 +219,16 @@ impl KvApi for EtcdServer {
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
         mvcc::validate_delete_range(&req).map_err(|e| client_error(&e))?;
-        match self.propose(Request::DeleteRange(req)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.propose_for(Request::DeleteRange(req)).await
     }
 
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
         mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error(&e))?;
-        match self.propose(Request::Txn(req)).await? {
-            Applied::Txn(mut resp) => {
-                self.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.propose_for(Request::Txn(req)).await
     }
 
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        match self.propose(Request::Compaction(req)).await? {
-            Applied::Compaction(mut resp) => {
-                self.fill(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.propose_for(Request::Compaction(req)).await
     }
 }
 
