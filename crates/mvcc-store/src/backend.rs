@@ -12,8 +12,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+    BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
+    DBCompressionType, Options, WriteBatch, WriteOptions, DB,
 };
 
 use crate::error::MvccError;
@@ -33,6 +35,20 @@ pub const CF_ALARM: &str = "alarm";
 
 /// Every column family [`Backend::open`] creates, besides RocksDB's `default`.
 pub const COLUMN_FAMILIES: [&str; 6] = [CF_KEY, CF_META, CF_LEASE, CF_AUTH, CF_MEMBERS, CF_ALARM];
+
+/// RocksDB's own column family; cairn stores nothing in it, but checkpoints,
+/// restores and defragmentation cover it too.
+pub const CF_DEFAULT: &str = "default";
+
+/// `members` key of this member's own id (u64, big-endian), written at
+/// bootstrap; it differs on every member.
+pub const MEMBER_ID_KEY: &[u8] = b"member_id";
+
+/// Keys that describe this member, not the replicated state, as
+/// `(column family, key)`: [`Backend::hash`](crate::Backend::hash) skips them and
+/// [`KvStore::restore_from_checkpoint`](crate::KvStore::restore_from_checkpoint)
+/// keeps the live values instead of the checkpoint's.
+pub const MEMBER_LOCAL_KEYS: [(&str, &[u8]); 1] = [(CF_MEMBERS, MEMBER_ID_KEY)];
 
 /// The RocksDB database with cairn's column families.
 pub struct Backend {
@@ -124,6 +140,43 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes a consistent point-in-time copy of every column family to
+    /// `dir`, which must not exist yet (its parent must). The copy is a
+    /// RocksDB database of its own (hard links to the immutable SST files
+    /// plus the memtables flushed), openable read-only and archivable with
+    /// [`crate::snapshot::ArchiveReader`].
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), MvccError> {
+        if dir.symlink_metadata().is_ok() {
+            return Err(MvccError::Io(format!("{} already exists", dir.display())));
+        }
+        Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        tracing::info!(dir = %dir.display(), "backend checkpoint created");
+        Ok(())
+    }
+
+    /// Compacts every column family through all levels, dropping deleted
+    /// and overwritten data (etcd's Defragment). Reads and writes go on
+    /// meanwhile: RocksDB compacts in the background of its own write path,
+    /// and automatic compactions are not blocked. Returns when done.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        let before = self.size_bytes();
+        let mut options = CompactOptions::default();
+        options.set_exclusive_manual_compaction(false);
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        for name in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
+            let cf = self.cf(name)?;
+            self.db.flush_cf(cf)?;
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        tracing::info!(
+            size_before = before,
+            size_after = self.size_bytes(),
+            "backend defragmented"
+        );
+        Ok(())
+    }
+
     /// Bytes the database occupies: every SST file plus every memtable
     /// (etcd's `etcd_mvcc_db_total_size_in_bytes`, the quota's measure).
     pub fn size_bytes(&self) -> u64 {
@@ -207,6 +260,30 @@ impl BackendBatch {
         });
     }
 
+    /// Whether any operation touches column family `cf`.
+    pub(crate) fn touches(&self, cf: &str) -> bool {
+        self.ops.iter().any(|op| match op {
+            BatchOp::Put { cf: op_cf, .. } | BatchOp::Delete { cf: op_cf, .. } => op_cf == cf,
+        })
+    }
+
+    /// What the batch leaves under `key` of column family `cf`: `None` if
+    /// it does not write it, `Some(None)` if it deletes it last.
+    pub(crate) fn last_write(&self, cf: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.ops.iter().rev().find_map(|op| match op {
+            BatchOp::Put {
+                cf: op_cf,
+                key: op_key,
+                value,
+            } if op_cf == cf && op_key == key => Some(Some(value.as_slice())),
+            BatchOp::Delete {
+                cf: op_cf,
+                key: op_key,
+            } if op_cf == cf && op_key == key => Some(None),
+            _ => None,
+        })
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -286,5 +363,37 @@ mod tests {
             .unwrap();
         assert!(backend.size_bytes() > 0);
         assert!(backend.size_in_use_bytes() <= backend.size_bytes());
+    }
+
+    #[test]
+    fn defragment_keeps_every_live_key_while_writes_go_on() {
+        let (_dir, store) = crate::test_util::new_store();
+        for i in 0..2000 {
+            crate::test_util::put(&store, &format!("k{i:05}"), &"x".repeat(100));
+        }
+        crate::test_util::delete(&store, "k00000", "k01000");
+        crate::test_util::compact_at(&store, store.current_revision()).unwrap();
+        let expected = crate::test_util::all_kvs(&store);
+        assert_eq!(expected.len(), 1000);
+        let revisions = crate::test_util::stored_revisions(&store);
+
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for i in 0..200 {
+                    crate::test_util::put(&store, &format!("w{i:03}"), "during");
+                }
+            });
+            store.backend().defragment().unwrap();
+            writer.join().unwrap();
+        });
+        let after = crate::test_util::all_kvs(&store);
+        assert_eq!(after.len(), 1200);
+        assert_eq!(after[..1000], expected[..]);
+        assert_eq!(
+            crate::test_util::stored_revisions(&store)[..revisions.len()],
+            revisions[..]
+        );
+        store.backend().defragment().unwrap();
+        assert_eq!(crate::test_util::all_kvs(&store), after);
     }
 }

@@ -48,4 +48,22 @@ pub enum MvccError {
     /// (`DataLoss` would also fit).
     #[error("mvcc: corrupt data: {0}")]
     Corrupt(String),
+    /// A file-system operation failed (message names the path). gRPC `Internal`.
+    #[error("mvcc: io: {0}")]
+    Io(String),
+    /// A snapshot archive was rejected; nothing was written. gRPC
+    /// `InvalidArgument` when it came from a client, `Internal` otherwise.
+    #[error("mvcc: snapshot archive: {0}")]
+    Archive(#[from] crate::snapshot::ArchiveError),
+    /// A restore was asked for something it cannot do (the message says what);
+    /// nothing changed. gRPC `Internal` (a bug in the caller).
+    #[error("mvcc: restore: {0}")]
+    Restore(String),
+}
+
+impl MvccError {
+    /// An [`MvccError::Io`] naming what was being done to which path.
+    pub(crate) fn io(what: &str, path: &std::path::Path, err: std::io::Error) -> MvccError {
+        MvccError::Io(format!("{what} {}: {err}", path.display()))
+    }
 }

@@ -1,6 +1,7 @@
 //! The revisioned key space: etcd's KV service over the [`Backend`].
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,10 +14,13 @@ use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use prost::Message;
-use rocksdb::{ReadOptions, Snapshot, WriteBatch};
+use rocksdb::{ColumnFamily, Options, ReadOptions, Snapshot, WriteBatch, WriteOptions, DB};
 
-use crate::backend::{Backend, BackendBatch, CF_KEY, CF_META};
+use crate::backend::{
+    Backend, BackendBatch, CF_DEFAULT, CF_KEY, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS,
+};
 use crate::error::MvccError;
+use crate::hash::{self, HashKv};
 use crate::key_index::TreeIndex;
 use crate::key_range::KeyRange;
 use crate::range;
@@ -58,6 +62,104 @@ struct State {
     /// The last compaction; -1 before the first (etcd's convention, which
     /// lets a compaction at revision 0 through).
     compact_rev: i64,
+    /// Bumped by every restore: a reader that released the lock and takes it
+    /// again checks it to know its RocksDB snapshot still matches the index.
+    epoch: u64,
+}
+
+/// The bookkeeping the `meta` column family holds.
+#[derive(Debug, Default)]
+struct StoredMeta {
+    applied_index: u64,
+    current_rev: Option<i64>,
+    scheduled_compact: Option<i64>,
+    finished_compact: Option<i64>,
+}
+
+impl StoredMeta {
+    /// Reads it through `get` (the stored bytes of a `meta` key, if any).
+    fn read(
+        mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, MvccError>,
+    ) -> Result<StoredMeta, MvccError> {
+        let mut number = |key: &[u8]| -> Result<Option<u64>, MvccError> {
+            get(key)?.map(|raw| decode_meta(key, &raw)).transpose()
+        };
+        Ok(StoredMeta {
+            applied_index: number(META_APPLIED_INDEX)?.unwrap_or(0),
+            current_rev: number(META_CURRENT_REVISION)?.map(|v| v as i64),
+            scheduled_compact: number(META_SCHEDULED_COMPACT)?.map(|v| v as i64),
+            finished_compact: number(META_FINISHED_COMPACT)?.map(|v| v as i64),
+        })
+    }
+
+    /// Reads it from `db`'s `meta` column family.
+    fn read_db(db: &DB) -> Result<StoredMeta, MvccError> {
+        let cf = db_cf(db, CF_META)?;
+        StoredMeta::read(|key| Ok(db.get_cf(cf, key)?))
+    }
+}
+
+/// The readers' state as [`KvStore::open`] computes it from RocksDB's
+/// content, with the compaction a crash interrupted (its revision and the
+/// revisions it keeps) if any.
+struct Loaded {
+    state: State,
+    applied_index: u64,
+    unfinished_compaction: Option<(i64, HashSet<Revision>)>,
+}
+
+impl Loaded {
+    /// Combines the key index built from the `key` column family (whose
+    /// last main revision is `last_main`) with the `meta` bookkeeping.
+    fn new(mut tree: TreeIndex, last_main: i64, meta: &StoredMeta, epoch: u64) -> Loaded {
+        let scheduled = meta.scheduled_compact;
+        let finished = meta.finished_compact;
+        let compact_rev = scheduled.max(finished).unwrap_or(-1);
+        let current_rev = [1, meta.current_rev.unwrap_or(1), last_main, compact_rev]
+            .into_iter()
+            .max()
+            .unwrap_or(1);
+        let unfinished = scheduled.filter(|s| finished.is_none_or(|f| f < *s));
+        let unfinished_compaction = unfinished.map(|rev| (rev, tree.compact(rev)));
+        Loaded {
+            state: State {
+                tree,
+                current_rev,
+                compact_rev,
+                epoch,
+            },
+            applied_index: meta.applied_index,
+            unfinished_compaction,
+        }
+    }
+}
+
+/// Rebuilds the key index from `db`'s `key` column family; also returns the
+/// last main revision stored (0 if none).
+fn scan_key_index(db: &DB) -> Result<(TreeIndex, i64), MvccError> {
+    let mut tree = TreeIndex::default();
+    let mut last_main = 0;
+    let mut it = db.raw_iterator_cf(db_cf(db, CF_KEY)?);
+    it.seek_to_first();
+    while let (Some(key), Some(value)) = (it.key(), it.value()) {
+        let (rev, tombstone) = Revision::from_key(key)?;
+        let kv = decode_kv(value)?;
+        if tombstone {
+            tree.restore_tombstone(&kv.key, rev);
+        } else {
+            tree.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+        }
+        last_main = rev.main;
+        it.next();
+    }
+    it.status()?;
+    Ok((tree, last_main))
+}
+
+/// The handle of column family `name` of any database.
+fn db_cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, MvccError> {
+    db.cf_handle(name)
+        .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
 }
 
 /// etcd's MVCC key space: every key's history, readable at any revision since
@@ -88,47 +190,20 @@ impl KvStore {
     /// Opens the store kept in `backend`: rebuilds the key index from the
     /// `key` column family and finishes a compaction a crash interrupted.
     pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
-        let applied_index = read_meta(&backend, META_APPLIED_INDEX)?.unwrap_or(0);
-        let stored_current = read_meta(&backend, META_CURRENT_REVISION)?.map(|v| v as i64);
-        let scheduled = read_meta(&backend, META_SCHEDULED_COMPACT)?.map(|v| v as i64);
-        let finished = read_meta(&backend, META_FINISHED_COMPACT)?.map(|v| v as i64);
-
-        let mut tree = TreeIndex::default();
-        let mut last_main = 0;
-        let cf = backend.cf(CF_KEY)?;
-        let mut it = backend.db().raw_iterator_cf(cf);
-        it.seek_to_first();
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let (rev, tombstone) = Revision::from_key(key)?;
-            let kv = decode_kv(value)?;
-            if tombstone {
-                tree.restore_tombstone(&kv.key, rev);
-            } else {
-                tree.restore_put(&kv.key, rev, kv.create_revision, kv.version);
-            }
-            last_main = rev.main;
-            it.next();
-        }
-        it.status()?;
-        drop(it);
-
-        let compact_rev = scheduled.max(finished).unwrap_or(-1);
-        let current_rev = [1, stored_current.unwrap_or(1), last_main, compact_rev]
-            .into_iter()
-            .max()
-            .unwrap_or(1);
-        let unfinished = scheduled.filter(|s| finished.is_none_or(|f| f < *s));
-        let keep = unfinished.map(|rev| tree.compact(rev));
+        let meta = StoredMeta::read_db(backend.db())?;
+        let (tree, last_main) = scan_key_index(backend.db())?;
+        let Loaded {
+            state,
+            applied_index,
+            unfinished_compaction,
+        } = Loaded::new(tree, last_main, &meta, 0);
+        let (current_rev, compact_rev) = (state.current_rev, state.compact_rev);
         let store = KvStore {
             backend,
-            state: RwLock::new(State {
-                tree,
-                current_rev,
-                compact_rev,
-            }),
+            state: RwLock::new(state),
             applied_index: AtomicU64::new(applied_index),
         };
-        if let (Some(rev), Some(keep)) = (unfinished, keep) {
+        if let Some((rev, keep)) = unfinished_compaction {
             tracing::info!(
                 compact_revision = rev,
                 "finishing an interrupted compaction"
@@ -321,18 +396,38 @@ impl KvStore {
         range_end: &Bytes,
         limit: usize,
     ) -> Result<Vec<Event>, MvccError> {
+        loop {
+            if let Some(events) =
+                self.events_between_once(from_rev, to_rev, key, range_end, limit)?
+            {
+                return Ok(events);
+            }
+            tracing::debug!("store restored while reading history; reading again");
+        }
+    }
+
+    /// [`KvStore::events_between`], or `None` if a restore replaced the
+    /// store between its two looks at the index.
+    fn events_between_once(
+        &self,
+        from_rev: i64,
+        to_rev: i64,
+        key: &Bytes,
+        range_end: &Bytes,
+        limit: usize,
+    ) -> Result<Option<Vec<Event>>, MvccError> {
         let keys = KeyRange::new(key, range_end);
         let from_rev = from_rev.max(1);
         let db = self.backend.db();
-        let (to_rev, snapshot) = {
+        let (to_rev, snapshot, epoch) = {
             let state = self.state.read();
             if from_rev < state.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (to_rev.min(state.current_rev), db.snapshot())
+            (to_rev.min(state.current_rev), db.snapshot(), state.epoch)
         };
         if from_rev > to_rev {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut options = ReadOptions::default();
         options.set_snapshot(&snapshot);
@@ -382,6 +477,9 @@ impl KvStore {
         if !first_of_key.is_empty() {
             let found: Vec<(usize, Revision)> = {
                 let state = self.state.read();
+                if state.epoch != epoch {
+                    return Ok(None);
+                }
                 first_of_key
                     .into_iter()
                     .filter_map(|i| {
@@ -398,7 +496,146 @@ impl KvStore {
                 events[i].prev_kv = Some(prev);
             }
         }
-        Ok(events)
+        Ok(Some(events))
+    }
+
+    /// etcd's HashKV: a hash of every key revision stored at or below `rev`
+    /// (0: the current revision), equal on every member that applied the
+    /// same log. Fails with [`MvccError::FutureRevision`] above the current
+    /// revision and [`MvccError::Compacted`] below the compaction.
+    ///
+    /// Reads the history from one RocksDB snapshot taken while no write or
+    /// compaction is in progress; writes wait only for that instant. Call
+    /// it off the async runtime.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv, MvccError> {
+        let db = self.backend.db();
+        let (rev, compact_rev, snapshot) = {
+            // The writers' lock: a compaction removes revisions under it, so
+            // the snapshot never sees one half done.
+            let state = self.state.upgradable_read();
+            if rev > state.current_rev {
+                return Err(MvccError::FutureRevision);
+            }
+            if rev > 0 && rev < state.compact_rev {
+                return Err(MvccError::Compacted);
+            }
+            let rev = if rev <= 0 { state.current_rev } else { rev };
+            (rev, state.compact_rev.max(0), db.snapshot())
+        };
+        Ok(HashKv {
+            hash: hash::key_history(&self.backend, &snapshot, rev)?,
+            compact_revision: compact_rev,
+            hash_revision: rev,
+        })
+    }
+
+    /// [`KvStore::restore_from_checkpoint_with`] with nothing extra.
+    pub fn restore_from_checkpoint(&self, dir: &Path) -> Result<(), MvccError> {
+        self.restore_from_checkpoint_with(dir, BackendBatch::new())
+    }
+
+    /// Replaces the whole content of the live backend with the checkpoint in
+    /// `dir` (made by [`Backend::checkpoint`], possibly on another member and
+    /// shipped with [`crate::snapshot`]), then reloads the store from it as
+    /// [`KvStore::open`] would (key index, current and compaction revisions,
+    /// applied index).
+    ///
+    /// Every column family is emptied and refilled from the checkpoint, and
+    /// `extra` applied after that (raft's snapshot metadata, say), in ONE
+    /// synced RocksDB write batch: after a crash the backend holds either the
+    /// old or the new content. Two exceptions: the live values of
+    /// [`MEMBER_LOCAL_KEYS`](crate::backend::MEMBER_LOCAL_KEYS) are kept
+    /// (unless `extra` sets them), and `extra` may not write the `key`
+    /// column family ([`MvccError::Restore`]).
+    ///
+    /// Readers see the old store or the new one, never a mix: they wait only
+    /// while the batch is committed. Other writes wait for the whole restore;
+    /// writes made straight to the [`Backend`] must not run concurrently.
+    /// The whole checkpoint is held in memory while the batch is built. On
+    /// error nothing changed.
+    pub fn restore_from_checkpoint_with(
+        &self,
+        dir: &Path,
+        extra: BackendBatch,
+    ) -> Result<(), MvccError> {
+        if extra.touches(CF_KEY) {
+            return Err(MvccError::Restore(
+                "the extra batch may not write the key column family".into(),
+            ));
+        }
+        let checkpoint = open_checkpoint(dir)?;
+        let (tree, last_main) = scan_key_index(&checkpoint)?;
+        let checkpoint_meta = db_cf(&checkpoint, CF_META)?;
+        let meta = StoredMeta::read(|key| match extra.last_write(CF_META, key) {
+            Some(value) => Ok(value.map(<[u8]>::to_vec)),
+            None => Ok(checkpoint.get_cf(checkpoint_meta, key)?),
+        })?;
+
+        let state = self.state.upgradable_read();
+        let db = self.backend.db();
+        let mut batch = WriteBatch::default();
+        let mut copied = 0u64;
+        for name in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
+            let live = self.backend.cf(name)?;
+            let mut it = db.raw_iterator_cf(live);
+            it.seek_to_last();
+            if let Some(last) = it.key() {
+                // [empty key, the key right after the last one): all of it.
+                let mut end = last.to_vec();
+                end.push(0);
+                batch.delete_range_cf(live, Vec::new(), end);
+            }
+            it.status()?;
+            drop(it);
+            let mut it = checkpoint.raw_iterator_cf(db_cf(&checkpoint, name)?);
+            it.seek_to_first();
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
+                if !is_member_local(name, key) {
+                    batch.put_cf(live, key, value);
+                    copied += 1;
+                }
+                it.next();
+            }
+            it.status()?;
+        }
+        for (name, key) in MEMBER_LOCAL_KEYS {
+            let cf = self.backend.cf(name)?;
+            if let Some(value) = db.get_cf(cf, key)? {
+                batch.put_cf(cf, key, value);
+            }
+        }
+        self.backend.append(&mut batch, extra)?;
+        drop(checkpoint);
+
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        let mut state = RwLockUpgradableReadGuard::upgrade(state);
+        db.write_opt(batch, &options)?;
+        let Loaded {
+            state: loaded,
+            applied_index,
+            unfinished_compaction,
+        } = Loaded::new(tree, last_main, &meta, state.epoch + 1);
+        *state = loaded;
+        self.applied_index.store(applied_index, Ordering::Release);
+        let (current_rev, compact_rev) = (state.current_rev, state.compact_rev);
+        let _writer = RwLockWriteGuard::downgrade_to_upgradable(state);
+        tracing::info!(
+            dir = %dir.display(),
+            copied,
+            current_revision = current_rev,
+            compact_revision = compact_rev,
+            applied_index,
+            "mvcc store restored from checkpoint"
+        );
+        if let Some((rev, keep)) = unfinished_compaction {
+            if let Err(err) = self.remove_compacted(rev, &keep) {
+                // As after a crash: the compaction is in effect, and the
+                // next open removes what is left.
+                tracing::error!(compact_revision = rev, error = %err, "removing compacted revisions after a restore failed");
+            }
+        }
+        Ok(())
     }
 
     /// Runs one write request: compute the change, commit it with the applied
@@ -513,19 +750,44 @@ impl Change {
     }
 }
 
-/// Reads an 8-byte big-endian number from the `meta` column family.
-fn read_meta(backend: &Backend, key: &[u8]) -> Result<Option<u64>, MvccError> {
-    let Some(raw) = backend.db().get_pinned_cf(backend.cf(CF_META)?, key)? else {
-        return Ok(None);
-    };
-    let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| {
+/// Opens the checkpoint in `dir` read-only, with exactly cairn's column
+/// families.
+fn open_checkpoint(dir: &Path) -> Result<DB, MvccError> {
+    let options = Options::default();
+    let families = DB::list_cf(&options, dir)?;
+    let known: Vec<&str> = std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES).collect();
+    if let Some(unknown) = families.iter().find(|f| !known.contains(&f.as_str())) {
+        return Err(MvccError::Restore(format!(
+            "checkpoint {} has unknown column family {unknown:?}",
+            dir.display()
+        )));
+    }
+    if let Some(missing) = known.iter().find(|k| !families.iter().any(|f| f == *k)) {
+        return Err(MvccError::Restore(format!(
+            "checkpoint {} lacks column family {missing:?}",
+            dir.display()
+        )));
+    }
+    Ok(DB::open_cf_for_read_only(&options, dir, known, false)?)
+}
+
+/// Whether `key` of column family `cf` is one of [`MEMBER_LOCAL_KEYS`].
+pub(crate) fn is_member_local(cf: &str, key: &[u8]) -> bool {
+    MEMBER_LOCAL_KEYS
+        .iter()
+        .any(|(local_cf, local)| *local_cf == cf && *local == key)
+}
+
+/// Decodes the 8-byte big-endian number stored under `meta` key `key`.
+fn decode_meta(key: &[u8], raw: &[u8]) -> Result<u64, MvccError> {
+    let bytes: [u8; 8] = raw.try_into().map_err(|_| {
         MvccError::Corrupt(format!(
             "meta {:?} has {} bytes, not 8",
             String::from_utf8_lossy(key),
             raw.len()
         ))
     })?;
-    Ok(Some(u64::from_be_bytes(bytes)))
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// Decodes a stored key-value.
@@ -563,5 +825,7 @@ pub(crate) fn load_kvs(
         .collect()
 }
 
+#[cfg(test)]
+mod restore_tests;
 #[cfg(test)]
 mod tests;

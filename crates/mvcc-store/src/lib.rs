@@ -46,16 +46,19 @@
 
 pub mod backend;
 pub mod error;
+pub mod hash;
 mod key_index;
 pub mod key_range;
 pub mod kv_store;
 mod range;
 pub mod revision;
+pub mod snapshot;
 mod txn;
 pub mod validate;
 
 pub use backend::{Backend, BackendBatch};
 pub use error::MvccError;
+pub use hash::HashKv;
 pub use key_range::KeyRange;
 pub use kv_store::{KvStore, WriteOutcome};
 pub use revision::Revision;

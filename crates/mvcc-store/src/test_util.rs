@@ -158,3 +158,28 @@ pub fn stored_revisions(store: &KvStore) -> Vec<(i64, i64, bool)> {
         })
         .collect()
 }
+
+/// Compacts at `rev` as the next raft entry.
+pub fn compact_at(store: &KvStore, rev: i64) -> Result<(), crate::MvccError> {
+    store
+        .compact(
+            next_index(store),
+            &cairn_proto::etcdserverpb::CompactionRequest {
+                revision: rev,
+                physical: true,
+            },
+        )
+        .map(|_| ())
+}
+
+/// Every key-value of the store now, in key order.
+pub fn all_kvs(store: &KvStore) -> Vec<KeyValue> {
+    range(store, "\0", "\0").kvs
+}
+
+/// Checkpoints `store`'s backend into `parent/name` and returns its path.
+pub fn checkpoint(store: &KvStore, parent: &TempDir, name: &str) -> std::path::PathBuf {
+    let path = parent.path().join(name);
+    store.backend().checkpoint(&path).unwrap();
+    path
+}
