@@ -25,6 +25,7 @@ mod background;
 mod etcdctl;
 mod grpc;
 mod ids;
+pub mod linearizability;
 mod net;
 mod server;
 
