@@ -16,6 +16,13 @@
 //! is the durable copy. The checks etcd's gRPC layer makes before proposing a
 //! request are the `validate_*` functions.
 //!
+//! For maintenance and snapshots: [`Backend::checkpoint`] copies the database
+//! at a point in time, [`snapshot`] streams such a copy as one archive and
+//! rebuilds it elsewhere, [`KvStore::restore_from_checkpoint`] swaps a live
+//! store's whole content for it atomically, [`KvStore::hash_kv`] and
+//! [`Backend::hash`] let members compare their state ([`hash`]), and
+//! [`Backend::defragment`] compacts RocksDB online.
+//!
 //! ```
 //! use cairn_mvcc_store::{Backend, BackendBatch, KvStore};
 //! use cairn_proto::etcdserverpb::{PutRequest, RangeRequest};
