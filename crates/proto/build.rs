@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "etcd/v3lockpb/v3lock.proto",
     "etcd/v3electionpb/v3election.proto",
     "cairn/internal.proto",
+    "cairn/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod background;
+mod cluster;
 mod etcdctl;
 mod grpc;
 mod ids;
@@ -30,6 +31,7 @@ mod net;
 mod server;
 
 pub use background::{metric_gauge, wait_for_watchers, CtlProcess, BACKGROUND_DEADLINE};
+pub use cluster::{Cluster, MemberView, LEADER_DEADLINE};
 pub use etcdctl::{etcdctl, etcdctl_with_stdin, CtlOutput};
 pub use grpc::{assert_status, grpc_status};
 pub use ids::{cluster_id, member_id};

@@ -76,6 +76,9 @@ pub struct ServerOpts {
     name: String,
     initial_cluster_token: Option<String>,
     advertise_peer_url: Option<String>,
+    initial_cluster: Option<String>,
+    initial_cluster_state: Option<String>,
+    ports: Option<(u16, u16)>,
     extra_args: Vec<String>,
 }
 
@@ -85,6 +88,9 @@ impl Default for ServerOpts {
             name: "default".to_string(),
             initial_cluster_token: None,
             advertise_peer_url: None,
+            initial_cluster: None,
+            initial_cluster_state: None,
+            ports: None,
             extra_args: Vec::new(),
         }
     }
@@ -116,6 +122,24 @@ impl ServerOpts {
         self
     }
 
+    /// `--initial-cluster` (by default this member alone).
+    pub fn initial_cluster(mut self, spec: &str) -> Self {
+        self.initial_cluster = Some(spec.to_string());
+        self
+    }
+
+    /// `--initial-cluster-state` (`new` by default).
+    pub fn initial_cluster_state(mut self, state: &str) -> Self {
+        self.initial_cluster_state = Some(state.to_string());
+        self
+    }
+
+    /// The client and peer ports (free ones are picked by default).
+    pub fn ports(mut self, client: u16, peer: u16) -> Self {
+        self.ports = Some((client, peer));
+        self
+    }
+
     /// One more command-line argument, e.g. `--max-txn-ops`, then `16`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
@@ -141,25 +165,58 @@ impl Server {
     /// Starts a fresh server (new data dir, new ports) and waits until it is
     /// healthy.
     pub fn start(opts: ServerOpts) -> Server {
+        let mut server = Server::launch(opts);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts a fresh server without waiting for it to be healthy (a member of a cluster
+    /// is healthy only once a quorum runs): call [`Server::wait_ready`] later.
+    pub fn launch(opts: ServerOpts) -> Server {
         let kind = server_kind();
         let binary = server_binary(kind);
         let dir = tempfile::Builder::new()
             .prefix("cairn-test-")
             .tempdir()
             .expect("create temp dir");
+        let (client_port, peer_port) = opts.ports.unwrap_or_else(|| (free_port(), free_port()));
         let mut server = Server {
             kind,
             binary,
             opts,
             root: dir.path().to_path_buf(),
             dir: Some(dir),
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port,
+            peer_port,
             child: None,
         };
         server.spawn();
-        server.wait_ready();
         server
+    }
+
+    /// The member name.
+    pub fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    /// Whether the process runs (it may still be stopped with SIGSTOP).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGSTOP` / `libc::SIGCONT`) to the process by its pid.
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(child) = &self.child {
+            signal(child, sig);
+        }
+    }
+
+    /// Starts the process again on the same data dir and ports without waiting for it
+    /// to be healthy. No-op if it runs.
+    pub fn respawn(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
     }
 
     /// Which implementation this is.
@@ -290,8 +347,15 @@ impl Server {
             "--initial-advertise-peer-urls".to_string(),
             peer.clone(),
             "--initial-cluster".to_string(),
-            format!("{}={peer}", self.opts.name),
+            self.opts
+                .initial_cluster
+                .clone()
+                .unwrap_or_else(|| format!("{}={peer}", self.opts.name)),
         ];
+        if let Some(state) = &self.opts.initial_cluster_state {
+            args.push("--initial-cluster-state".to_string());
+            args.push(state.clone());
+        }
         if let Some(token) = &self.opts.initial_cluster_token {
             args.push("--initial-cluster-token".to_string());
             args.push(token.clone());
@@ -327,7 +391,8 @@ impl Server {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/health` says healthy (panics after a deadline or if the process exits).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_DEADLINE;
         let addr = self.client_addr();
         loop {

@@ -9,15 +9,22 @@
 
 use rocksdb::{ReadOptions, Snapshot};
 
-use crate::backend::{Backend, CF_KEY, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS};
+use crate::backend::{Backend, CF_KEY, CF_MEMBERS, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS};
 use crate::error::MvccError;
 use crate::kv_store::META_APPLIED_INDEX;
 use crate::revision::Revision;
 
 /// Keys [`Backend::hash`] skips besides [`MEMBER_LOCAL_KEYS`]: the applied
 /// raft index, which etcd's hash ignores too (it moves with entries that
-/// change nothing else).
-pub const HASH_IGNORED_KEYS: [(&str, &[u8]); 1] = [(CF_META, META_APPLIED_INDEX)];
+/// change nothing else), and the metadata of the last raft snapshot a member
+/// installed (members that never needed one have none).
+pub const HASH_IGNORED_KEYS: [(&str, &[u8]); 2] = [
+    (CF_META, META_APPLIED_INDEX),
+    (CF_MEMBERS, RAFT_SNAPSHOT_KEY),
+];
+
+/// Where a member keeps the metadata of the last raft snapshot it installed.
+pub const RAFT_SNAPSHOT_KEY: &[u8] = b"raft_snapshot";
 
 /// etcd's HashKV answer: a hash of the key space's history up to a revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

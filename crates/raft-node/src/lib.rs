@@ -32,6 +32,7 @@
 mod error;
 mod id;
 mod node;
+mod peer;
 mod storage;
 mod transport;
 
@@ -41,6 +42,7 @@ pub use node::{
     start, ApplyError, CommittedEntry, EntryKind, NodeConfig, NodeStatus, RaftHandle, Role,
     StateMachine,
 };
+pub use peer::{PeerService, PeerTransport, PeerUrls, MAX_PEER_MESSAGE};
 pub use raft::eraftpb;
-pub use storage::{LogStore, Recovered};
-pub use transport::{NoPeers, Transport};
+pub use storage::{InitialMember, LogStore, Recovered};
+pub use transport::{NoPeers, PeerEvent, SnapshotData, Transport};

@@ -2,7 +2,7 @@
 //! machine; async callers talk to it through a [`RaftHandle`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
-use raft::{RawNode, StateRole, Storage};
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+    SnapshotMetadata,
+};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
+use raft_proto::ConfChangeI as _;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{RaftError, StorageError};
 use crate::id::IdGenerator;
-use crate::storage::LogStore;
-use crate::transport::Transport;
+use crate::storage::{InitialMember, LogStore};
+use crate::transport::{PeerEvent, SnapshotData, Transport};
 
 /// How long a read-index request may stay unanswered before it is asked again (raft may
 /// drop it silently, e.g. while a new leader has not yet committed in its term).
@@ -28,8 +32,9 @@ const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 pub struct NodeConfig {
     /// This member's raft id (etcd's member id). Never 0.
     pub id: u64,
-    /// Voters of a new cluster; used only when no log exists yet.
-    pub initial_voters: Vec<u64>,
+    /// Voters of a new cluster; used only when no log exists yet. Empty for a member that
+    /// joins an existing cluster (it learns the membership from the leader).
+    pub initial_members: Vec<InitialMember>,
     /// Where the write-ahead log lives.
     pub wal_dir: PathBuf,
     /// Bytes stored with a new log (e.g. member and cluster ids).
@@ -57,7 +62,10 @@ impl NodeConfig {
     pub fn new(id: u64, wal_dir: PathBuf) -> Self {
         NodeConfig {
             id,
-            initial_voters: vec![id],
+            initial_members: vec![InitialMember {
+                id,
+                context: Vec::new(),
+            }],
             wal_dir,
             wal_metadata: Vec::new(),
             wal_options: cairn_wal::WalOptions::default(),
@@ -79,8 +87,13 @@ pub enum EntryKind<'a> {
     Empty,
     /// A proposal's bytes.
     Normal(&'a [u8]),
-    /// A membership change; the membership after it.
-    ConfChange(ConfState),
+    /// A membership change.
+    ConfChange {
+        /// The change (single changes in their V2 form).
+        change: ConfChangeV2,
+        /// The membership after it.
+        state: ConfState,
+    },
 }
 
 /// A committed entry handed to the state machine, in log order.
@@ -111,6 +124,28 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, entry: CommittedEntry<'_>) -> Result<Self::Output, ApplyError>;
     /// Makes everything applied so far durable (before the log before it is released).
     fn persist(&mut self) -> Result<(), ApplyError>;
+    /// A point-in-time copy of the applied state, for a follower too far behind. Called
+    /// on the raft thread: it must be quick (e.g. a RocksDB checkpoint); the copy is read
+    /// elsewhere.
+    fn snapshot(&mut self) -> Result<SnapshotData, ApplyError> {
+        Err(ApplyError(
+            "this state machine cannot be snapshotted".into(),
+        ))
+    }
+    /// Replaces the whole state with the snapshot in `data` (what [`StateMachine::snapshot`]
+    /// produced on the leader), crash-atomically, recording `meta` so that
+    /// [`StateMachine::restored_snapshot`] returns it after a restart.
+    fn restore(&mut self, meta: &SnapshotMetadata, data: &Path) -> Result<(), ApplyError> {
+        let _ = data;
+        Err(ApplyError(format!(
+            "this state machine cannot install the snapshot at index {}",
+            meta.index
+        )))
+    }
+    /// The raft snapshot last installed by [`StateMachine::restore`], if any.
+    fn restored_snapshot(&self) -> Option<SnapshotMetadata> {
+        None
+    }
 }
 
 /// The role of this member in its raft group.
@@ -146,6 +181,10 @@ pub struct NodeStatus {
     pub fatal: Option<String>,
     /// Whether the node has stopped.
     pub stopped: bool,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Learners (non-voting members).
+    pub learners: Vec<u64>,
 }
 
 type Reply<O> = oneshot::Sender<Result<O, RaftError>>;
@@ -155,10 +194,21 @@ enum Command<O> {
         data: Vec<u8>,
         reply: Reply<O>,
     },
+    ProposeConfChange {
+        change: ConfChangeV2,
+        reply: Reply<O>,
+    },
     ReadIndex {
         reply: oneshot::Sender<Result<u64, RaftError>>,
     },
     Step(Box<Message>),
+    StepSnapshot {
+        msg: Box<Message>,
+        data: PathBuf,
+    },
+    Progress {
+        reply: oneshot::Sender<HashMap<u64, u64>>,
+    },
     Campaign,
     TransferLeader(u64),
     Stop,
@@ -193,6 +243,36 @@ impl<O: Send + 'static> RaftHandle<O> {
             .send(Command::Propose { data, reply })
             .map_err(|_| RaftError::Stopped)?;
         rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// Proposes a membership change; resolves once applied on this member. raft refuses
+    /// a change while another is still being applied.
+    pub async fn propose_conf_change(&self, change: ConfChangeV2) -> Result<O, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::ProposeConfChange { change, reply })
+            .map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// On the leader: how far each member's log is known to match (member id to index).
+    /// Empty on other members.
+    pub async fn progress(&self) -> Result<HashMap<u64, u64>, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Progress { reply })
+            .map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)
+    }
+
+    /// Hands raft a snapshot message whose state machine data is in the file `data`.
+    pub fn step_snapshot(&self, msg: Message, data: PathBuf) -> Result<(), RaftError> {
+        self.tx
+            .send(Command::StepSnapshot {
+                msg: Box::new(msg),
+                data,
+            })
+            .map_err(|_| RaftError::Stopped)
     }
 
     /// Asks raft for a read index (batched with concurrent callers); a linearizable read
@@ -279,6 +359,10 @@ struct Loop<S: StateMachine, T: Transport> {
     conf_state: ConfState,
     applied: u64,
     leader_id: u64,
+    /// Snapshot data received from the leader, by (index, term), until raft installs it.
+    staged: HashMap<(u64, u64), PathBuf>,
+    /// Campaign once this member is the only voter (no election timeout to wait for).
+    campaign_alone: bool,
     status_tx: watch::Sender<NodeStatus>,
     applied_tx: watch::Sender<u64>,
 }
@@ -296,12 +380,13 @@ where
 {
     let sm_applied = sm.applied_index();
     let (log, recovered) = if LogStore::exists(&cfg.wal_dir) {
-        LogStore::open(&cfg.wal_dir, cfg.wal_options, sm_applied)?
+        let restored = sm.restored_snapshot();
+        LogStore::open(&cfg.wal_dir, cfg.wal_options, sm_applied, restored.as_ref())?
     } else {
         LogStore::bootstrap(
             &cfg.wal_dir,
             &cfg.wal_metadata,
-            &cfg.initial_voters,
+            &cfg.initial_members,
             cfg.wal_options,
         )?
     };
@@ -338,8 +423,6 @@ where
     let (status_tx, status_rx) = watch::channel(initial);
     let (applied_tx, applied_rx) = watch::channel(sm_applied);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let is_single_voter =
-        recovered.conf_state.voters == [cfg.id] && recovered.conf_state.learners.is_empty();
     let mut lp = Loop {
         ids: IdGenerator::new(cfg.id),
         cfg,
@@ -353,13 +436,12 @@ where
         conf_state: recovered.conf_state,
         applied: sm_applied,
         leader_id: 0,
+        staged: HashMap::new(),
+        campaign_alone: true,
         status_tx,
         applied_tx,
     };
-    if is_single_voter {
-        // Nobody else can win: do not wait an election timeout to serve.
-        let _ = lp.raw.campaign();
-    }
+    lp.maybe_campaign_alone();
     let thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || lp.run(rx))
@@ -404,9 +486,30 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                 self.proposals.retain(|_, reply| !reply.is_closed());
                 next_tick = now + tick;
             }
+            for event in self.transport.poll_events() {
+                match event {
+                    PeerEvent::Unreachable(id) => self.raw.report_unreachable(id),
+                    PeerEvent::SnapshotSent { to, ok } => {
+                        let status = if ok {
+                            SnapshotStatus::Finish
+                        } else {
+                            SnapshotStatus::Failure
+                        };
+                        self.raw.report_snapshot(to, status);
+                    }
+                }
+            }
+            self.maybe_campaign_alone();
             self.issue_reads();
             if let Err(e) = self.on_ready() {
                 break Err(e);
+            }
+            if self.campaign_alone {
+                // A membership change just applied may leave this member alone.
+                self.maybe_campaign_alone();
+                if let Err(e) = self.on_ready() {
+                    break Err(e);
+                }
             }
             self.publish_status(None);
         };
@@ -450,11 +553,53 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                     }
                 }
             }
+            Command::ProposeConfChange { change, reply } => {
+                let id = self.ids.next_id();
+                match self
+                    .raw
+                    .propose_conf_change(id.to_be_bytes().to_vec(), change)
+                {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
+                    }
+                }
+            }
             Command::ReadIndex { reply } => self.new_reads.push(reply),
             Command::Step(msg) => {
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "raft refused a peer message");
                 }
+            }
+            Command::StepSnapshot { msg, data } => {
+                let meta = msg.get_snapshot().get_metadata();
+                let key = (meta.index, meta.term);
+                if let Some(old) = self.staged.insert(key, data) {
+                    let _ = std::fs::remove_file(old);
+                }
+                if let Err(e) = self.raw.step(*msg) {
+                    tracing::debug!(error = %e, "raft refused a snapshot message");
+                }
+                // Anything staged below what is applied can no longer be installed.
+                let applied = self.applied;
+                self.staged.retain(|(index, _), path| {
+                    let keep = *index > applied;
+                    if !keep {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    keep
+                });
+            }
+            Command::Progress { reply } => {
+                let mut out = HashMap::new();
+                if self.raw.raft.state == StateRole::Leader {
+                    for (id, pr) in self.raw.raft.prs().iter() {
+                        out.insert(*id, pr.matched);
+                    }
+                }
+                let _ = reply.send(out);
             }
             Command::Campaign => {
                 if let Err(e) = self.raw.campaign() {
@@ -517,13 +662,12 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             }
         }
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            let msgs = ready.take_messages();
+            self.send(msgs);
         }
         if !ready.snapshot().is_empty() {
-            return Err(format!(
-                "received a raft snapshot at index {}: snapshot installation is not supported yet",
-                ready.snapshot().get_metadata().index
-            ));
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
         }
         let committed = ready.take_committed_entries();
         self.apply(committed)?;
@@ -533,18 +677,112 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             .persist(&entries, hs.as_ref())
             .map_err(|e| format!("writing the raft log: {e}"))?;
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            let msgs = ready.take_persisted_messages();
+            self.send(msgs);
         }
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.log.note_commit(commit);
         }
         if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
+            let msgs = light.take_messages();
+            self.send(msgs);
         }
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.maybe_snapshot()
+    }
+
+    /// A member that is the only voter elects itself at once: nobody else can win.
+    fn maybe_campaign_alone(&mut self) {
+        if !self.campaign_alone {
+            return;
+        }
+        self.campaign_alone = false;
+        let alone = self.conf_state.voters == [self.cfg.id]
+            && self.conf_state.learners.is_empty()
+            && self.conf_state.voters_outgoing.is_empty();
+        if alone && self.raw.raft.state != StateRole::Leader {
+            let _ = self.raw.campaign();
+        }
+    }
+
+    /// Sends messages to peers; a snapshot message gets the state machine's current state
+    /// attached (its metadata is rewritten to describe exactly that state).
+    fn send(&mut self, msgs: Vec<Message>) {
+        let mut plain = Vec::with_capacity(msgs.len());
+        for mut msg in msgs {
+            if msg.get_msg_type() != MessageType::MsgSnapshot {
+                plain.push(msg);
+                continue;
+            }
+            let to = msg.to;
+            match self.prepare_snapshot(&mut msg) {
+                Ok(data) => {
+                    tracing::info!(
+                        to = %format!("{to:x}"),
+                        index = msg.get_snapshot().get_metadata().index,
+                        "sending a snapshot to a member too far behind"
+                    );
+                    if !self.transport.send_snapshot(msg, data) {
+                        self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(to = %format!("{to:x}"), error = %e, "cannot make a snapshot");
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
+            }
+        }
+        if !plain.is_empty() {
+            self.transport.send(plain);
+        }
+    }
+
+    fn prepare_snapshot(&mut self, msg: &mut Message) -> Result<SnapshotData, String> {
+        let index = self.applied;
+        let term = self
+            .raw
+            .store()
+            .term(index)
+            .map_err(|e| format!("term of applied index {index}: {e}"))?;
+        let data = self.sm.snapshot().map_err(|e| e.to_string())?;
+        let meta = msg.mut_snapshot().mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(data)
+    }
+
+    /// Installs the snapshot raft accepted from the leader: the state machine first (it
+    /// records the snapshot's metadata atomically with the state), then the log's mark.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let meta = snapshot.get_metadata();
+        let Some(path) = self.staged.remove(&(meta.index, meta.term)) else {
+            return Err(format!(
+                "raft accepted a snapshot at index {} term {} whose data never arrived",
+                meta.index, meta.term
+            ));
+        };
+        let started = Instant::now();
+        self.sm
+            .restore(meta, &path)
+            .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+        self.log
+            .install_snapshot(snapshot)
+            .map_err(|e| format!("recording the snapshot at index {}: {e}", meta.index))?;
+        let _ = std::fs::remove_file(&path);
+        self.applied = meta.index;
+        self.conf_state = meta.get_conf_state().clone();
+        self.campaign_alone = true;
+        let _ = self.applied_tx.send(self.applied);
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            took_ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     fn on_soft_state(&mut self, leader_id: u64) {
@@ -558,9 +796,13 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                 term = self.raw.raft.term,
                 "raft leader changed"
             );
+            let had_leader = self.leader_id != 0;
             self.leader_id = leader_id;
-            // Read requests in flight at the old leader may never be answered.
-            self.fail_reads("leader changed");
+            // Read requests in flight at the old leader may never be answered (those
+            // issued while no leader was known are retried instead).
+            if had_leader {
+                self.fail_reads("leader changed");
+            }
         }
     }
 
@@ -580,7 +822,11 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                         .apply_conf_change(&cc)
                         .map_err(|e| format!("conf change at {}: {e}", entry.index))?;
                     self.conf_state = cs.clone();
-                    EntryKind::ConfChange(cs)
+                    self.campaign_alone = true;
+                    EntryKind::ConfChange {
+                        change: cc.into_v2(),
+                        state: cs,
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -590,7 +836,11 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                         .apply_conf_change(&cc)
                         .map_err(|e| format!("conf change at {}: {e}", entry.index))?;
                     self.conf_state = cs.clone();
-                    EntryKind::ConfChange(cs)
+                    self.campaign_alone = true;
+                    EntryKind::ConfChange {
+                        change: cc,
+                        state: cs,
+                    }
                 }
             };
             if entry.index <= self.applied {
@@ -659,6 +909,8 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             role,
             fatal: stopped.clone().flatten(),
             stopped: stopped.is_some(),
+            voters: self.conf_state.voters.clone(),
+            learners: self.conf_state.learners.clone(),
         };
         metrics::gauge!("etcd_server_has_leader").set(if raft.leader_id != 0 { 1.0 } else { 0.0 });
         metrics::gauge!("etcd_server_is_leader").set(if role == Role::Leader { 1.0 } else { 0.0 });

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use cairn_wal::{EntryRecord, HardState as WalHardState, SnapshotMark, Wal, WalBatch, WalOptions};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMetadata,
+};
 use raft::storage::MemStorage;
 
 use crate::error::StorageError;
@@ -23,6 +25,25 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The last index in the log.
     pub last_index: u64,
+}
+
+/// A voter of a new cluster and the context of the membership change that adds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// The member's raft id.
+    pub id: u64,
+    /// Stored in the membership change entry (e.g. the member's name and URLs).
+    pub context: Vec<u8>,
+}
+
+fn entry_record(e: &Entry) -> Result<EntryRecord, StorageError> {
+    Ok(EntryRecord {
+        index: e.index,
+        term: e.term,
+        data: e
+            .write_to_bytes()
+            .map_err(|err| StorageError::Decode(err.to_string()))?,
+    })
 }
 
 /// The durable raft log: the WAL for durability, [`MemStorage`] for raft-rs's reads.
@@ -53,17 +74,48 @@ impl LogStore {
         Wal::exists(dir)
     }
 
-    /// Creates a new log for a member of a new cluster whose initial voters are `voters`.
+    /// Creates a new log. For a member of a new cluster, `initial` names every initial
+    /// voter with the context of its membership change: they become the log's first
+    /// entries (term 1, committed), identical on every initial member, so a member that
+    /// joins later learns the initial membership from the log as etcd's members do. A
+    /// member joining an existing cluster starts with an empty `initial`.
     pub fn bootstrap(
         dir: &Path,
         metadata: &[u8],
-        voters: &[u64],
+        initial: &[InitialMember],
         opts: WalOptions,
     ) -> Result<(LogStore, Recovered), StorageError> {
         let mut wal = Wal::create(dir, metadata, opts)?;
-        let conf_state = ConfState::from((voters.to_vec(), Vec::<u64>::new()));
-        let hs = HardState::default();
-        let batch = WalBatch {
+        let conf_state = ConfState::default();
+        let mut entries = Vec::with_capacity(initial.len());
+        for (i, member) in initial.iter().enumerate() {
+            let cc = ConfChange {
+                change_type: ConfChangeType::AddNode,
+                node_id: member.id,
+                context: member.context.clone().into(),
+                ..Default::default()
+            };
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.term = 1;
+            e.index = i as u64 + 1;
+            e.data = cc
+                .write_to_bytes()
+                .map_err(|err| StorageError::Decode(err.to_string()))?
+                .into();
+            entries.push(e);
+        }
+        let hs = if entries.is_empty() {
+            HardState::default()
+        } else {
+            HardState {
+                term: 1,
+                vote: 0,
+                commit: entries.len() as u64,
+                ..Default::default()
+            }
+        };
+        let mut batch = WalBatch {
             entries: Vec::new(),
             hard_state: Some(to_wal_hs(&hs)),
             snapshot: Some(SnapshotMark {
@@ -72,15 +124,23 @@ impl LogStore {
                 data: conf_state_bytes(&conf_state)?,
             }),
         };
+        for e in &entries {
+            batch.entries.push(entry_record(e)?);
+        }
         wal.append(&batch)?;
         let mem = MemStorage::new();
-        mem.wl().set_conf_state(conf_state.clone());
+        {
+            let mut core = mem.wl();
+            core.set_conf_state(conf_state.clone());
+            core.append(&entries)?;
+            core.set_hardstate(hs.clone());
+        }
         let recovered = Recovered {
             metadata: metadata.to_vec(),
             snapshot_index: 0,
             conf_state,
             hard_state: hs.clone(),
-            last_index: 0,
+            last_index: entries.len() as u64,
         };
         Ok((
             LogStore {
@@ -97,12 +157,37 @@ impl LogStore {
     /// Opens an existing log and rebuilds raft's view of it. `applied` is the index the
     /// state machine has durably applied: the commit index is raised to it if the WAL's
     /// recorded commit lags (commit-only hard states are written lazily).
+    ///
+    /// `restored` is the raft snapshot the state machine last installed: if the member
+    /// stopped after installing it but before its mark reached the log, the mark is
+    /// written now.
     pub fn open(
         dir: &Path,
         opts: WalOptions,
         applied: u64,
+        restored: Option<&SnapshotMetadata>,
     ) -> Result<(LogStore, Recovered), StorageError> {
-        let (wal, replayed) = Wal::open(dir, opts)?;
+        let (mut wal, mut replayed) = Wal::open(dir, opts)?;
+        if let Some(meta) = restored {
+            let marked = replayed.snapshot.as_ref().map_or(0, |m| m.index);
+            if meta.index > marked {
+                tracing::info!(
+                    index = meta.index,
+                    "writing the mark of a snapshot installed before the last stop"
+                );
+                wal.append(&WalBatch {
+                    entries: Vec::new(),
+                    hard_state: None,
+                    snapshot: Some(SnapshotMark {
+                        index: meta.index,
+                        term: meta.term,
+                        data: conf_state_bytes(meta.get_conf_state())?,
+                    }),
+                })?;
+                drop(wal);
+                (wal, replayed) = Wal::open(dir, opts)?;
+            }
+        }
         let mem = MemStorage::new();
         let (snapshot_index, snapshot_term, conf_state) = match &replayed.snapshot {
             Some(mark) => (
@@ -229,13 +314,7 @@ impl LogStore {
         let mut batch = WalBatch::default();
         batch.entries.reserve(entries.len());
         for e in entries {
-            batch.entries.push(EntryRecord {
-                index: e.index,
-                term: e.term,
-                data: e
-                    .write_to_bytes()
-                    .map_err(|err| StorageError::Decode(err.to_string()))?,
-            });
+            batch.entries.push(entry_record(e)?);
         }
         if with_hs && self.hard_state_dirty {
             batch.hard_state = Some(to_wal_hs(&self.hard_state));
@@ -280,6 +359,35 @@ impl LogStore {
         self.snapshot_index = index;
         self.mem.wl().compact(keep_from.min(index))?;
         self.wal.release_to(index)?;
+        Ok(())
+    }
+
+    /// Installs a raft snapshot the state machine has already restored: a durable mark at
+    /// its index (with its membership), then raft's view of the log starts after it.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let meta = snapshot.get_metadata();
+        if self.hard_state.commit < meta.index {
+            self.hard_state.commit = meta.index;
+        }
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        let batch = WalBatch {
+            entries: Vec::new(),
+            hard_state: Some(to_wal_hs(&self.hard_state)),
+            snapshot: Some(SnapshotMark {
+                index: meta.index,
+                term: meta.term,
+                data: conf_state_bytes(meta.get_conf_state())?,
+            }),
+        };
+        self.wal.append(&batch)?;
+        self.hard_state_dirty = false;
+        self.snapshot_index = meta.index;
+        {
+            let mut core = self.mem.wl();
+            core.apply_snapshot(snapshot.clone())?;
+            core.set_hardstate(self.hard_state.clone());
+        }
+        self.wal.release_to(meta.index)?;
         Ok(())
     }
 }

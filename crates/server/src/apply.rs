@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use cairn_grpc_gateway::EtcdError;
 use cairn_lease_manager::Lessor;
+use cairn_mvcc_store::backend::CF_MEMBERS;
+use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
@@ -12,8 +14,14 @@ use cairn_proto::etcdserverpb::{
     PutResponse, RequestOp, TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
-use cairn_raft_node::{ApplyError, CommittedEntry, EntryKind, StateMachine};
+use cairn_raft_node::eraftpb::SnapshotMetadata;
+use cairn_raft_node::{ApplyError, CommittedEntry, EntryKind, SnapshotData, StateMachine};
 use prost::Message as _;
+use protobuf::Message as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::members::{ChangeEffect, Membership};
 
 /// What applying one entry produced, handed back to the member that proposed it.
 #[derive(Debug)]
@@ -32,6 +40,8 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     /// A lease revoke's response.
     LeaseRevoke(LeaseRevokeResponse),
+    /// The member list after a membership change.
+    Members(Vec<cairn_proto::etcdserverpb::Member>),
     /// The request failed with a client-visible error; nothing changed.
     Failed(EtcdError),
 }
@@ -54,6 +64,11 @@ pub fn client_error(e: &MvccError) -> EtcdError {
 pub trait ApplyHooks: Send + Sync + 'static {
     /// The events of one applied revision (prev_kv always filled where one existed).
     fn on_events(&self, revision: i64, events: &[Event]);
+    /// The whole store was replaced by a snapshot from the leader; it now stands at
+    /// `revision`.
+    fn on_restore(&self, revision: i64) {
+        let _ = revision;
+    }
 }
 
 /// Hooks for a member without watchers.
@@ -82,6 +97,9 @@ pub struct Applier {
     store: Arc<KvStore>,
     hooks: Arc<dyn ApplyHooks>,
     lessor: Option<Arc<Lessor>>,
+    members: Option<Arc<Membership>>,
+    removed: Option<tokio::sync::watch::Sender<bool>>,
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl Applier {
@@ -91,7 +109,53 @@ impl Applier {
             store,
             hooks,
             lessor: None,
+            members: None,
+            removed: None,
+            snapshot_dir: None,
         }
+    }
+
+    /// Makes raft snapshots (checkpoints sent to followers too far behind) and installs
+    /// the leader's, working in `dir`.
+    pub fn with_snapshots(mut self, dir: PathBuf) -> Self {
+        self.snapshot_dir = Some(dir);
+        self
+    }
+
+    fn snapshot_dir(&self) -> Result<&Path, ApplyError> {
+        let dir = self
+            .snapshot_dir
+            .as_deref()
+            .ok_or_else(|| ApplyError("no snapshot directory configured".into()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ApplyError(format!("creating {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+
+    /// Applies membership changes and member attributes to `members`; `removed` is set
+    /// when this member is removed from the cluster.
+    pub fn with_members(
+        mut self,
+        members: Arc<Membership>,
+        removed: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
+        self.members = Some(members);
+        self.removed = Some(removed);
+        self
+    }
+
+    fn apply_membership(&self, index: u64, req: &Request) -> Result<Option<Applied>, MvccError> {
+        let Some(members) = &self.members else {
+            return Ok(None);
+        };
+        let mut batch = BackendBatch::new();
+        match req {
+            Request::MemberAttributes(m) => members.apply_attributes(m, &mut batch),
+            Request::MemberUpdate(m) => members.apply_update(m, &mut batch),
+            _ => return Ok(None),
+        }
+        self.store.record_applied_with(index, batch)?;
+        Ok(Some(Applied::Members(members.list())))
     }
 
     /// Applies lease requests to `lessor`, which also decides whether a lease exists and
@@ -149,6 +213,9 @@ impl Applier {
 
     fn apply_request(&self, index: u64, req: Request) -> Result<Applied, MvccError> {
         let store = &self.store;
+        if let Some(applied) = self.apply_membership(index, &req)? {
+            return Ok(applied);
+        }
         if let Some(lessor) = &self.lessor {
             if let Some(applied) = self.apply_lease(lessor, index, &req)? {
                 return Ok(applied);
@@ -209,7 +276,23 @@ impl StateMachine for Applier {
     fn apply(&mut self, entry: CommittedEntry<'_>) -> Result<Applied, ApplyError> {
         let index = entry.index;
         let data = match entry.kind {
-            EntryKind::Empty | EntryKind::ConfChange(_) => {
+            EntryKind::ConfChange { change, .. } => {
+                let mut batch = BackendBatch::new();
+                let mut list = Vec::new();
+                if let Some(members) = &self.members {
+                    if members.apply_change(&change, &mut batch) == ChangeEffect::RemovedSelf {
+                        if let Some(removed) = &self.removed {
+                            let _ = removed.send(true);
+                        }
+                    }
+                    list = members.list();
+                }
+                self.store
+                    .record_applied_with(index, batch)
+                    .map_err(|e| Self::fatal(index, e))?;
+                return Ok(Applied::Members(list));
+            }
+            EntryKind::Empty => {
                 self.store
                     .record_applied(index)
                     .map_err(|e| Self::fatal(index, e))?;
@@ -248,5 +331,98 @@ impl StateMachine for Applier {
             .backend()
             .sync()
             .map_err(|e| ApplyError(format!("syncing the backend: {e}")))
+    }
+
+    fn snapshot(&mut self) -> Result<SnapshotData, ApplyError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = self.snapshot_dir()?.join(format!(
+            "checkpoint-{}-{}",
+            self.store.applied_index(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        self.store
+            .backend()
+            .checkpoint(&dir)
+            .map_err(|e| ApplyError(format!("checkpoint for a snapshot: {e}")))?;
+        let reader = ArchiveReader::new(&dir)
+            .map_err(|e| ApplyError(format!("archiving a checkpoint: {e}")))?;
+        Ok(Box::new(CheckpointArchive { reader, dir }))
+    }
+
+    fn restore(&mut self, meta: &SnapshotMetadata, data: &Path) -> Result<(), ApplyError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| ApplyError(format!("{what}: {e}"));
+        let dir = self.snapshot_dir()?.join(format!("restore-{}", meta.index));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = std::fs::File::open(data).map_err(|e| err("opening the snapshot", &e))?;
+        cairn_mvcc_store::snapshot::unpack(std::io::BufReader::new(file), &dir)
+            .map_err(|e| err("unpacking the snapshot", &e))?;
+        let backend = self.store.backend().clone();
+        // This member's own records survive; the snapshot's metadata joins them.
+        let mut extra = BackendBatch::new();
+        let cf = backend
+            .cf_handle(CF_MEMBERS)
+            .ok_or_else(|| ApplyError("no members column family".into()))?;
+        for key in LOCAL_KEYS {
+            match backend.db().get_cf(cf, key) {
+                Ok(Some(v)) => extra.put_cf(CF_MEMBERS, key, v),
+                Ok(None) => {}
+                Err(e) => return Err(err("reading local records", &e)),
+            }
+        }
+        let encoded = meta
+            .write_to_bytes()
+            .map_err(|e| err("encoding snapshot metadata", &e))?;
+        extra.put_cf(CF_MEMBERS, RAFT_SNAPSHOT_KEY, encoded);
+        self.store
+            .restore_from_checkpoint_with(&dir, extra)
+            .map_err(|e| err("restoring the store", &e))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(members) = &self.members {
+            members
+                .reload(&backend)
+                .map_err(|e| err("reloading members", &e))?;
+        }
+        if let Some(lessor) = &self.lessor {
+            lessor
+                .recover(&backend, &self.store)
+                .map_err(|e| err("reloading leases", &e))?;
+        }
+        self.hooks.on_restore(self.store.current_revision());
+        tracing::info!(
+            index = meta.index,
+            revision = self.store.current_revision(),
+            "store replaced by the leader's snapshot"
+        );
+        Ok(())
+    }
+
+    fn restored_snapshot(&self) -> Option<SnapshotMetadata> {
+        let backend = self.store.backend();
+        let cf = backend.cf_handle(CF_MEMBERS)?;
+        let bytes = backend.db().get_cf(cf, RAFT_SNAPSHOT_KEY).ok()??;
+        SnapshotMetadata::parse_from_bytes(&bytes).ok()
+    }
+}
+
+/// The member-local records of the members column family, kept across a restore.
+const LOCAL_KEYS: [&[u8]; 2] = [b"cluster_id", b"member_id"];
+use cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY;
+
+/// A checkpoint streamed as an archive; the checkpoint is deleted once read or dropped.
+struct CheckpointArchive {
+    reader: ArchiveReader,
+    dir: PathBuf,
+}
+
+impl std::io::Read for CheckpointArchive {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Drop for CheckpointArchive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

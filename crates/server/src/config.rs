@@ -99,6 +99,13 @@ pub struct Config {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting the raft storage entries.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -233,6 +240,15 @@ impl Config {
         let mut out = Vec::new();
         for url in split_list(&self.listen_client_urls) {
             out.extend(url_addrs("listen-client-urls", &url)?);
+        }
+        Ok(out)
+    }
+
+    /// Peer listen addresses.
+    pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for url in split_list(&self.listen_peer_urls) {
+            out.extend(url_addrs("listen-peer-urls", &url)?);
         }
         Ok(out)
     }

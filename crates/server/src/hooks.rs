@@ -31,6 +31,12 @@ impl ApplyHooks for MemberHooks {
             hub.notify(revision, events);
         }
     }
+
+    fn on_restore(&self, revision: i64) {
+        if let Some(hub) = &self.watch {
+            hub.on_restore(revision);
+        }
+    }
 }
 
 /// Watch response headers: the member's ids and the raft term, which is known once the

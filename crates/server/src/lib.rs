@@ -14,7 +14,9 @@ pub mod apply;
 pub mod config;
 pub mod hooks;
 pub mod ids;
+mod join;
 pub mod lease;
+pub mod members;
 pub mod server;
 
 use std::future::Future;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use cairn_grpc_gateway::{grpc::Limits, http, serve};
 use cairn_mvcc_store::{Backend, BackendBatch, KvStore};
-use cairn_raft_node::{NoPeers, NodeConfig};
+use cairn_raft_node::{NodeConfig, PeerService, PeerTransport, PeerUrls};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -77,54 +79,88 @@ const MEMBERS_CF: &str = "members";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 const MEMBER_ID_KEY: &[u8] = b"member_id";
 
-/// Reads this member's ids from the backend, or computes and stores them for a new member.
-fn member_ids(cfg: &Config, backend: &Backend) -> Result<(u64, u64, Vec<u64>), ServerError> {
-    let read = |key: &[u8]| -> Result<Option<Vec<u8>>, ServerError> {
-        let cf = backend.cf_handle(MEMBERS_CF).ok_or_else(|| {
-            ServerError::Unsupported(format!("backend has no {MEMBERS_CF:?} column family"))
-        })?;
-        backend
-            .db()
-            .get_cf(cf, key)
-            .map_err(|e| ServerError::Backend(cairn_mvcc_store::MvccError::Backend(e)))
-    };
-    let stored = (read(CLUSTER_ID_KEY)?, read(MEMBER_ID_KEY)?);
-    if let (Some(c), Some(m)) = stored {
-        if let (Ok(c), Ok(m)) = (
-            <[u8; 8]>::try_from(c.as_slice()),
-            <[u8; 8]>::try_from(m.as_slice()),
-        ) {
-            let member = u64::from_be_bytes(m);
-            tracing::info!(member_id = %format!("{member:x}"), "restarting member from its data dir; --initial-cluster flags are ignored");
-            return Ok((u64::from_be_bytes(c), member, vec![member]));
+/// Who this member is and, for a member without a log yet, the log's initial members.
+struct Identity {
+    cluster_id: u64,
+    member_id: u64,
+    initial: Vec<cairn_raft_node::InitialMember>,
+}
+
+fn read_local(backend: &Backend, key: &[u8]) -> Result<Option<u64>, ServerError> {
+    let cf = backend.cf_handle(MEMBERS_CF).ok_or_else(|| {
+        ServerError::Unsupported(format!("backend has no {MEMBERS_CF:?} column family"))
+    })?;
+    let value = backend
+        .db()
+        .get_cf(cf, key)
+        .map_err(|e| ServerError::Backend(cairn_mvcc_store::MvccError::Backend(e)))?;
+    Ok(value
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// Reads this member's ids from its data dir, or works them out for a new member: from
+/// `--initial-cluster` for a new cluster, from the running members for an existing one.
+async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerError> {
+    let stored = (
+        read_local(backend, CLUSTER_ID_KEY)?,
+        read_local(backend, MEMBER_ID_KEY)?,
+    );
+    if let (Some(cluster_id), Some(member_id)) = stored {
+        if cairn_raft_node::LogStore::exists(&cfg.wal_dir()) {
+            tracing::info!(member_id = %format!("{member_id:x}"), "restarting member from its data dir; --initial-cluster flags are ignored");
+            return Ok(Identity {
+                cluster_id,
+                member_id,
+                initial: Vec::new(),
+            });
         }
     }
     let members = cfg.initial_members()?;
-    if cfg.initial_cluster_state != "new" {
-        return Err(ServerError::Unsupported(format!(
-            "--initial-cluster-state={}: joining an existing cluster is not supported yet",
-            cfg.initial_cluster_state
-        )));
-    }
-    if members.len() > 1 {
-        return Err(ServerError::Unsupported(
-            "multi-member clusters are not supported yet: --initial-cluster must name only this member"
-                .into(),
-        ));
-    }
     let token = &cfg.initial_cluster_token;
-    let ids: Vec<u64> = members
-        .iter()
-        .map(|m| ids::member_id(&m.peer_urls, token))
-        .collect();
-    let member = ids::member_id(&cfg.advertise_peer_urls(), token);
-    let cluster = ids::cluster_id(&ids);
+    let identity = match cfg.initial_cluster_state.as_str() {
+        "new" => {
+            let ids: Vec<u64> = members
+                .iter()
+                .map(|m| ids::member_id(&m.peer_urls, token))
+                .collect();
+            let initial = members
+                .iter()
+                .zip(&ids)
+                .map(|(m, id)| cairn_raft_node::InitialMember {
+                    id: *id,
+                    context: members::change_context(&cairn_proto::etcdserverpb::Member {
+                        id: *id,
+                        name: m.name.clone(),
+                        peer_ur_ls: m.peer_urls.clone(),
+                        client_ur_ls: Vec::new(),
+                        is_learner: false,
+                    }),
+                })
+                .collect();
+            Identity {
+                cluster_id: ids::cluster_id(&ids),
+                member_id: ids::member_id(&cfg.advertise_peer_urls(), token),
+                initial,
+            }
+        }
+        "existing" => join::existing_cluster(cfg, &members).await?,
+        other => {
+            return Err(ServerError::Config(ConfigError::Invalid(format!(
+                "unexpected --initial-cluster-state {other:?} (want \"new\" or \"existing\")"
+            ))))
+        }
+    };
     let mut batch = BackendBatch::default();
-    batch.put_cf(MEMBERS_CF, CLUSTER_ID_KEY, cluster.to_be_bytes());
-    batch.put_cf(MEMBERS_CF, MEMBER_ID_KEY, member.to_be_bytes());
+    batch.put_cf(
+        MEMBERS_CF,
+        CLUSTER_ID_KEY,
+        identity.cluster_id.to_be_bytes(),
+    );
+    batch.put_cf(MEMBERS_CF, MEMBER_ID_KEY, identity.member_id.to_be_bytes());
     backend.write(batch)?;
     backend.sync()?;
-    Ok((cluster, member, ids))
+    Ok(identity)
 }
 
 /// Runs a member until `shutdown` resolves (a clean stop) or a fatal error.
@@ -143,7 +179,21 @@ pub async fn run(
 
     let backend = Backend::open(cfg.db_dir())?;
     let store = Arc::new(KvStore::open(backend.clone())?);
-    let (cluster_id, member_id, voters) = member_ids(&cfg, &backend)?;
+    let Identity {
+        cluster_id,
+        member_id,
+        initial,
+    } = identity(&cfg, &backend).await?;
+    let peer_urls = PeerUrls::default();
+    let membership = members::Membership::load(&backend, member_id, peer_urls.clone())?;
+    let (removed_tx, mut removed_rx) = tokio::sync::watch::channel(false);
+    let mut peer_listeners = Vec::new();
+    for addr in cfg.peer_listen_addrs()? {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        peer_listeners.push(listener);
+    }
     let lessor = Arc::new(cairn_lease_manager::Lessor::new(
         cairn_lease_manager::min_ttl(election_ticks as u64, tick),
         Arc::new(cairn_lease_manager::SystemClock),
@@ -160,16 +210,25 @@ pub async fn run(
         cairn_watch_server::WatchHub::new(store.clone(), watch_config, watch_headers.clone());
     let hooks: Arc<dyn ApplyHooks> = Arc::new(hooks::MemberHooks::new(Some(watch_hub.clone())));
     let mut node_cfg = NodeConfig::new(member_id, cfg.wal_dir());
-    node_cfg.initial_voters = voters;
+    node_cfg.initial_members = initial;
     node_cfg.wal_metadata = [cluster_id.to_be_bytes(), member_id.to_be_bytes()].concat();
     node_cfg.tick_interval = tick;
     node_cfg.election_ticks = election_ticks;
     node_cfg.snapshot_count = cfg.snapshot_count;
+    node_cfg.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
     let raft = tokio::task::block_in_place(|| {
         cairn_raft_node::start(
             node_cfg,
-            Applier::new(store.clone(), hooks.clone()).with_lessor(lessor.clone()),
-            NoPeers,
+            Applier::new(store.clone(), hooks.clone())
+                .with_lessor(lessor.clone())
+                .with_members(membership.clone(), removed_tx)
+                .with_snapshots(data_dir.join("member").join("snap")),
+            PeerTransport::new(
+                cluster_id,
+                member_id,
+                tokio::runtime::Handle::current(),
+                peer_urls,
+            ),
         )
     })?;
 
@@ -187,14 +246,15 @@ pub async fn run(
         store.clone(),
         backend.clone(),
         raft.clone(),
-        cluster_id,
-        member_id,
         limits,
         MemberInfo {
+            cluster_id,
+            member_id,
             name: cfg.name.clone(),
             peer_urls: cfg.advertise_peer_urls(),
             client_urls: cfg.advertise_client_urls(),
         },
+        membership.clone(),
     ));
 
     let versions = http::Versions {
@@ -220,6 +280,32 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let peer_router = serve::into_router(
+        tonic::service::Routes::new(
+            PeerService::new(
+                raft.clone(),
+                cluster_id,
+                member_id,
+                data_dir.join("member").join("snap"),
+            )
+            .into_server(),
+        )
+        .add_service(join::ClusterInfo::server(cluster_id, membership.clone())),
+        axum::Router::new(),
+    );
+    for listener in peer_listeners {
+        let mut stop = stop_rx.clone();
+        let router = peer_router.clone();
+        let addr = listener.local_addr().ok();
+        servers.spawn(async move {
+            serve::serve(listener, router, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        tracing::info!(?addr, "ready to serve peer traffic");
+    }
+    let publisher = tokio::spawn(server::publish_attributes(server.clone()));
     for addr in addrs {
         let listener = TcpListener::bind(addr)
             .await
@@ -255,6 +341,9 @@ pub async fn run(
             tracing::info!("received a stop signal; shutting down");
             Ok(())
         }
+        _ = removed_rx.wait_for(|r| *r) => {
+            Err(ServerError::Fatal("the member has been permanently removed from the cluster".into()))
+        }
         r = status.wait_for(|s| s.stopped) => {
             let why = r.ok().and_then(|s| s.fatal.clone()).unwrap_or_else(|| "stopped".into());
             Err(ServerError::Fatal(why))
@@ -267,6 +356,7 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     gauges.abort();
+    publisher.abort();
     lease_expiry.abort();
     // Bounded: in-flight requests get a moment to finish.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -18,6 +18,7 @@ use cairn_raft_node::{RaftError, RaftHandle, Role};
 use prost::Message as _;
 
 use crate::apply::{client_error, Applied};
+use crate::members::Membership;
 
 /// The version of etcd's API that cairn reports.
 pub const ETCD_VERSION: &str = "3.5.0";
@@ -33,9 +34,13 @@ pub struct RequestLimits {
     pub request_timeout: Duration,
 }
 
-/// How this member presents itself in the member list.
+/// Who this member is and how it presents itself in the member list.
 #[derive(Debug, Clone)]
 pub struct MemberInfo {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
     /// `--name`.
     pub name: String,
     /// Advertised peer URLs.
@@ -47,6 +52,7 @@ pub struct MemberInfo {
 /// One member's request handling.
 pub struct EtcdServer {
     info: MemberInfo,
+    members: Arc<Membership>,
     store: Arc<KvStore>,
     backend: Arc<Backend>,
     raft: RaftHandle<Applied>,
@@ -69,18 +75,18 @@ impl EtcdServer {
         store: Arc<KvStore>,
         backend: Arc<Backend>,
         raft: RaftHandle<Applied>,
-        cluster_id: u64,
-        member_id: u64,
         limits: RequestLimits,
         info: MemberInfo,
+        members: Arc<Membership>,
     ) -> Self {
         EtcdServer {
+            cluster_id: info.cluster_id,
+            member_id: info.member_id,
             info,
+            members,
             store,
             backend,
             raft,
-            cluster_id,
-            member_id,
             limits,
         }
     }
@@ -246,7 +252,7 @@ impl MaintenanceApi for EtcdServer {
             raft_applied_index: st.applied_index,
             errors: Vec::new(),
             db_size_in_use: self.backend.size_in_use_bytes() as i64,
-            is_learner: false,
+            is_learner: st.learners.contains(&self.member_id),
         })
     }
 }
@@ -259,13 +265,7 @@ impl ClusterApi for EtcdServer {
         }
         Ok(MemberListResponse {
             header: Some(self.header(self.store.current_revision())),
-            members: vec![Member {
-                id: self.member_id,
-                name: self.info.name.clone(),
-                peer_ur_ls: self.info.peer_urls.clone(),
-                client_ur_ls: self.info.client_urls.clone(),
-                is_learner: false,
-            }],
+            members: self.members.list(),
         })
     }
 }
@@ -295,6 +295,37 @@ impl HealthApi for EtcdServer {
                 healthy: false,
                 reason: format!("QGET ERROR:{e}"),
             },
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs through raft (etcd does it at every start)
+/// until it is applied; retried while there is no leader.
+pub async fn publish_attributes(server: Arc<EtcdServer>) {
+    let attrs = Member {
+        id: server.member_id,
+        name: server.info.name.clone(),
+        peer_ur_ls: Vec::new(),
+        client_ur_ls: server.info.client_urls.clone(),
+        is_learner: false,
+    };
+    let mut status = server.raft.subscribe_status();
+    loop {
+        if status.wait_for(|s| s.leader_id != 0).await.is_err() {
+            return;
+        }
+        match server
+            .propose(Request::MemberAttributes(attrs.clone()))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(name = %attrs.name, client_urls = ?attrs.client_ur_ls, "published member attributes to the cluster");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing member attributes; will retry");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }

@@ -371,6 +371,22 @@ impl WatchHub {
         }
     }
 
+    /// The store's whole content was replaced (a snapshot from the leader) and now stands
+    /// at `revision`: every watcher catches up from the new store's history from its own
+    /// next revision, so no watcher ever sees a revision twice or going backwards; one
+    /// whose next revision was compacted away is cancelled as compacted.
+    pub fn on_restore(&self, revision: i64) {
+        let mut inner = self.inner.lock();
+        inner.notified_rev = inner.notified_rev.max(revision);
+        let all: Vec<WatcherKey> = inner.watchers.keys().copied().collect();
+        for wk in all {
+            inner.make_unsynced(wk);
+        }
+        inner.publish_gauges();
+        drop(inner);
+        self.wake.wake();
+    }
+
     fn maybe_fragment(&self, fragmented: bool, response: WatchResponse) -> Vec<WatchResponse> {
         if fragmented {
             fragment(response, self.config.max_response_bytes)

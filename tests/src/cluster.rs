@@ -1,0 +1,161 @@
+//! A cluster of server processes on loopback: static bootstrap with `--initial-cluster`,
+//! members found by their own status, leader waits with a deadline.
+
+use std::time::{Duration, Instant};
+
+use crate::net::free_port;
+use crate::server::{Server, ServerOpts};
+
+/// How long a cluster may take to elect a leader.
+pub const LEADER_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Members started together with the same `--initial-cluster`.
+pub struct Cluster {
+    /// The members, in start order (names `m0`, `m1`, ...).
+    pub members: Vec<Server>,
+    token: String,
+}
+
+/// What one member says about the cluster (from its Maintenance.Status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberView {
+    /// The member's own id.
+    pub id: u64,
+    /// The leader it follows (0 = none).
+    pub leader: u64,
+    /// Its raft term.
+    pub term: u64,
+    /// Its applied index.
+    pub applied: u64,
+}
+
+impl Cluster {
+    /// Starts `n` members and waits until every one is healthy.
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |opts| opts)
+    }
+
+    /// Starts `n` members, each with the options `tweak` makes of its own, and waits
+    /// until every one is healthy.
+    pub fn start_with(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
+        let token = format!("cairn-test-{}", free_port());
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let spec = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<Server> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let opts = ServerOpts::new()
+                    .name(&format!("m{i}"))
+                    .initial_cluster_token(&token)
+                    .initial_cluster(&spec)
+                    .ports(*client, *peer);
+                Server::launch(tweak(opts))
+            })
+            .collect();
+        for m in &mut members {
+            m.wait_ready();
+        }
+        Cluster { members, token }
+    }
+
+    /// The `--initial-cluster-token` shared by the members.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Client URLs of every running member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(Server::client_url)
+            .collect()
+    }
+
+    /// Client URLs of every running member, comma-separated for `--endpoints`.
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// `etcdctl --endpoints=<every running member> <args>`.
+    pub fn etcdctl(&self, args: &[&str]) -> crate::CtlOutput {
+        crate::etcdctl(&self.endpoints(), args)
+    }
+
+    /// One member's view, or `None` if it does not answer within a second.
+    pub async fn view(&self, index: usize) -> Option<MemberView> {
+        let m = &self.members[index];
+        if !m.is_running() {
+            return None;
+        }
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_timeout(Duration::from_secs(1));
+        let mut client = etcd_client::Client::connect(m.endpoints(), Some(options))
+            .await
+            .ok()?;
+        let st = client.status().await.ok()?;
+        let header = st.header()?;
+        Some(MemberView {
+            id: header.member_id(),
+            leader: st.leader(),
+            term: st.raft_term(),
+            applied: st.raft_applied_index(),
+        })
+    }
+
+    /// Waits until the running members agree on one running leader, other than `not`
+    /// if given; returns its index and how long it took.
+    pub async fn wait_leader(&self, not: Option<usize>) -> (usize, Duration) {
+        let started = Instant::now();
+        let deadline = started + LEADER_DEADLINE;
+        loop {
+            let mut views = Vec::new();
+            for i in 0..self.members.len() {
+                if let Some(v) = self.view(i).await {
+                    views.push((i, v));
+                }
+            }
+            if let Some((_, first)) = views.first() {
+                let agreed = first.leader != 0
+                    && views
+                        .iter()
+                        .all(|(_, v)| v.leader == first.leader && v.term == first.term);
+                let leader = views.iter().find(|(_, v)| v.id == first.leader);
+                if let (true, Some((i, _))) = (agreed, leader) {
+                    if Some(*i) != not {
+                        return (*i, started.elapsed());
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {LEADER_DEADLINE:?}: {views:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until member `index` has applied at least `applied`.
+    pub async fn wait_applied(&self, index: usize, applied: u64) {
+        let deadline = Instant::now() + LEADER_DEADLINE;
+        loop {
+            if let Some(v) = self.view(index).await {
+                if v.applied >= applied {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {index} did not apply index {applied} within {LEADER_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

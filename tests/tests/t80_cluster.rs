@@ -1,0 +1,115 @@
+//! Three members on loopback: replication, any member answers, leader loss and catch-up.
+
+use cairn_tests::{Cluster, ServerKind};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn every_member_lists_all_three_and_serves_writes_and_reads() {
+    let cluster = Cluster::start(3);
+    // A write through one member is read back, linearizably, through every other.
+    let out = cairn_tests::etcdctl(&cluster.members[1].endpoints(), &["put", "k", "v1"]);
+    assert_eq!(out.ok(), "OK\n");
+    for m in &cluster.members {
+        assert_eq!(m.etcdctl(&["get", "k"]).ok(), "k\nv1\n");
+    }
+    // Every member lists the same three members with their published client URLs.
+    let mut expected: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| format!("{}, {}, {}", m.name(), m.peer_url(), m.client_url()))
+        .collect();
+    expected.sort();
+    for m in &cluster.members {
+        let out = m.etcdctl(&["member", "list"]);
+        let mut got: Vec<String> = out
+            .ok()
+            .lines()
+            .map(|l| {
+                // "<id>, started, <name>, <peer>, <client>, false"
+                let f: Vec<&str> = l.split(", ").collect();
+                assert_eq!(f[1], "started", "{l}");
+                assert_eq!(f[5], "false", "{l}");
+                format!("{}, {}, {}", f[2], f[3], f[4])
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, expected, "member list from {}", m.name());
+    }
+}
+
+#[test]
+fn killing_the_leader_elects_another_and_the_old_one_catches_up() {
+    let mut cluster = Cluster::start(3);
+    let rt = runtime();
+    let (leader, _) = rt.block_on(cluster.wait_leader(None));
+    assert_eq!(cluster.etcdctl(&["put", "before", "1"]).ok(), "OK\n");
+    cluster.members[leader].kill9();
+    let (new_leader, took) = rt.block_on(cluster.wait_leader(Some(leader)));
+    assert_ne!(new_leader, leader);
+    eprintln!("new leader elected {took:?} after the leader was killed");
+    // Writes continue through the two survivors.
+    for i in 0..20 {
+        let out = cluster.etcdctl(&["put", &format!("after{i}"), "2"]);
+        assert_eq!(out.ok(), "OK\n");
+    }
+    // The old leader comes back as a follower and catches up.
+    cluster.members[leader].respawn();
+    cluster.members[leader].wait_ready();
+    let out = cluster.members[leader].etcdctl(&["get", "after19"]);
+    assert_eq!(out.ok(), "after19\n2\n");
+    let out = cluster.members[leader].etcdctl(&["get", "--consistency=s", "before"]);
+    assert_eq!(out.ok(), "before\n1\n");
+}
+
+#[test]
+fn a_member_down_during_many_writes_catches_up_by_snapshot() {
+    let snapshot_count = 100;
+    let mut cluster = Cluster::start_with(3, |o| {
+        o.arg("--snapshot-count")
+            .arg(&snapshot_count.to_string())
+            .arg("--experimental-snapshot-catchup-entries")
+            .arg("10")
+    });
+    let rt = runtime();
+    let (leader, _) = rt.block_on(cluster.wait_leader(None));
+    let down = (leader + 1) % 3;
+    cluster.members[down].kill9();
+    let client_urls = cluster.endpoints();
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect(client_urls, None)
+            .await
+            .expect("connect");
+        for i in 0..3 * snapshot_count {
+            client
+                .put(format!("key{i:04}"), format!("value{i}"), None)
+                .await
+                .expect("put");
+        }
+    });
+    cluster.members[down].respawn();
+    cluster.members[down].wait_ready();
+    let count = rt.block_on(async {
+        let mut client = cluster.members[down].client().await;
+        let opts = etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_serializable();
+        client.get("key", Some(opts)).await.expect("count").count()
+    });
+    assert_eq!(count, 3 * snapshot_count as i64);
+    let out = cluster.members[down].etcdctl(&["get", "--consistency=s", "key0299"]);
+    assert_eq!(out.ok(), "key0299\nvalue299\n");
+    if cluster.members[down].kind() == ServerKind::Cairn {
+        let log = std::fs::read_to_string(cluster.members[down].log_path()).expect("log");
+        assert!(
+            log.contains("installed a snapshot from the leader"),
+            "no snapshot installed"
+        );
+    }
+}
