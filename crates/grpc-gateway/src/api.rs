@@ -3,8 +3,12 @@
 
 use async_trait::async_trait;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
+    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
+    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotResponse,
     StatusRequest, StatusResponse, TxnRequest, TxnResponse,
 };
 
@@ -26,18 +30,51 @@ pub trait KvApi: Send + Sync + 'static {
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError>;
 }
 
-/// etcd's Maintenance service (the parts served so far).
+/// A stream of snapshot chunks (Maintenance.Snapshot).
+pub type SnapshotChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, EtcdError>> + Send>>;
+
+/// etcd's Maintenance service.
 #[async_trait]
 pub trait MaintenanceApi: Send + Sync + 'static {
     /// Member status: version, sizes, leader, raft index and term.
     async fn status(&self, req: StatusRequest) -> Result<StatusResponse, EtcdError>;
+    /// Lists, raises or clears alarms.
+    async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError>;
+    /// Reclaims the backend's free space (online).
+    async fn defragment(&self, req: DefragmentRequest) -> Result<DefragmentResponse, EtcdError>;
+    /// A hash of the whole backend.
+    async fn hash(&self, req: HashRequest) -> Result<HashResponse, EtcdError>;
+    /// A hash of the key space up to a revision.
+    async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, EtcdError>;
+    /// Hands leadership to another member (asked of the leader).
+    async fn move_leader(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, EtcdError>;
+    /// A consistent point-in-time copy of the backend, in chunks.
+    async fn snapshot(&self) -> Result<SnapshotChunks, EtcdError>;
 }
 
-/// etcd's Cluster service (the parts served so far).
+/// etcd's Cluster service.
 #[async_trait]
 pub trait ClusterApi: Send + Sync + 'static {
     /// The cluster's members.
     async fn member_list(&self, req: MemberListRequest) -> Result<MemberListResponse, EtcdError>;
+    /// Adds a member (or a learner).
+    async fn member_add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, EtcdError>;
+    /// Removes a member.
+    async fn member_remove(
+        &self,
+        req: MemberRemoveRequest,
+    ) -> Result<MemberRemoveResponse, EtcdError>;
+    /// Changes a member's peer URLs.
+    async fn member_update(
+        &self,
+        req: MemberUpdateRequest,
+    ) -> Result<MemberUpdateResponse, EtcdError>;
+    /// Promotes a learner to a voting member.
+    async fn member_promote(
+        &self,
+        req: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse, EtcdError>;
 }
 
 /// The answer of `/health`.

@@ -83,6 +83,36 @@ pub enum EtcdError {
         /// The limit.
         max: usize,
     },
+    /// MemberAdd of a member id that exists.
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    /// MemberAdd/MemberUpdate with peer URLs another member has.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    /// A change that would leave too few started members for a quorum.
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    MemberNotEnoughStarted,
+    /// Malformed peer URLs.
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    /// No member with that id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// MemberPromote of a voting member.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// MemberPromote of a learner still behind the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// More learners than allowed.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// A member that was removed.
+    #[error("etcdserver: ID removed")]
+    IdRemoved,
     /// An RPC cairn does not serve (yet).
     #[error("unknown method {0}")]
     Unimplemented(String),
@@ -100,8 +130,18 @@ impl EtcdError {
             | InvalidSortOption | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace | TooManyRequests | MessageTooLarge { .. } => Code::ResourceExhausted,
-            LeaseNotFound => Code::NotFound,
-            LeaseExists | NotLeader => Code::FailedPrecondition,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExists
+            | NotLeader
+            | MemberExist
+            | PeerUrlExist
+            | MemberNotEnoughStarted
+            | MemberNotLearner
+            | LearnerNotReady
+            | TooManyLearners
+            | BadLeaderTransferee
+            | IdRemoved => Code::FailedPrecondition,
+            MemberBadUrls => Code::InvalidArgument,
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,

@@ -202,9 +202,9 @@ type SnapshotStream = std::pin::Pin<
 impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceService<A> {
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        unimplemented("Alarm")
+        unary!(self, "etcdserverpb.Maintenance", "Alarm", request, alarm)
     }
 
     async fn status(
@@ -216,23 +216,29 @@ impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceServi
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        unimplemented("Defragment")
+        unary!(
+            self,
+            "etcdserverpb.Maintenance",
+            "Defragment",
+            request,
+            defragment
+        )
     }
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        unimplemented("Hash")
+        unary!(self, "etcdserverpb.Maintenance", "Hash", request, hash)
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        unimplemented("HashKV")
+        unary!(self, "etcdserverpb.Maintenance", "HashKV", request, hash_kv)
     }
 
     type SnapshotStream = SnapshotStream;
@@ -241,14 +247,24 @@ impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceServi
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        unimplemented("Snapshot")
+        use futures::StreamExt as _;
+        started("etcdserverpb.Maintenance", "Snapshot");
+        let chunks = self.api.snapshot().await.map_err(Status::from)?;
+        let stream: SnapshotStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
+        Ok(Response::new(stream))
     }
 
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        unimplemented("MoveLeader")
+        unary!(
+            self,
+            "etcdserverpb.Maintenance",
+            "MoveLeader",
+            request,
+            move_leader
+        )
     }
 
     async fn downgrade(
@@ -259,8 +275,7 @@ impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceServi
     }
 }
 
-/// etcd's `Cluster` service over a [`ClusterApi`]; membership changes answer
-/// `Unimplemented` until clusters are supported.
+/// etcd's `Cluster` service over a [`ClusterApi`].
 pub struct ClusterService<A> {
     api: Arc<A>,
     limits: Limits,
@@ -277,23 +292,41 @@ impl<A> ClusterService<A> {
 impl<A: ClusterApi> pb::cluster_server::Cluster for ClusterService<A> {
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        unimplemented_in("etcdserverpb.Cluster", "MemberAdd")
+        unary!(
+            self,
+            "etcdserverpb.Cluster",
+            "MemberAdd",
+            request,
+            member_add
+        )
     }
 
     async fn member_remove(
         &self,
-        _request: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        unimplemented_in("etcdserverpb.Cluster", "MemberRemove")
+        unary!(
+            self,
+            "etcdserverpb.Cluster",
+            "MemberRemove",
+            request,
+            member_remove
+        )
     }
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        unimplemented_in("etcdserverpb.Cluster", "MemberUpdate")
+        unary!(
+            self,
+            "etcdserverpb.Cluster",
+            "MemberUpdate",
+            request,
+            member_update
+        )
     }
 
     async fn member_list(
@@ -311,8 +344,14 @@ impl<A: ClusterApi> pb::cluster_server::Cluster for ClusterService<A> {
 
     async fn member_promote(
         &self,
-        _request: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        unimplemented_in("etcdserverpb.Cluster", "MemberPromote")
+        unary!(
+            self,
+            "etcdserverpb.Cluster",
+            "MemberPromote",
+            request,
+            member_promote
+        )
     }
 }

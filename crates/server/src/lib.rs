@@ -11,11 +11,13 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+mod cluster;
 pub mod config;
 pub mod hooks;
 pub mod ids;
 mod join;
 pub mod lease;
+mod maintenance;
 pub mod members;
 pub mod server;
 

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::api::{ClusterApi, Health, HealthApi, KvApi, MaintenanceApi};
+use cairn_grpc_gateway::api::{Health, HealthApi, KvApi};
 use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
-    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_raft_node::{RaftError, RaftHandle, Role};
 use prost::Message as _;
@@ -51,14 +50,14 @@ pub struct MemberInfo {
 
 /// One member's request handling.
 pub struct EtcdServer {
-    info: MemberInfo,
-    members: Arc<Membership>,
-    store: Arc<KvStore>,
-    backend: Arc<Backend>,
-    raft: RaftHandle<Applied>,
-    cluster_id: u64,
-    member_id: u64,
-    limits: RequestLimits,
+    pub(crate) info: MemberInfo,
+    pub(crate) members: Arc<Membership>,
+    pub(crate) store: Arc<KvStore>,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) raft: RaftHandle<Applied>,
+    pub(crate) cluster_id: u64,
+    pub(crate) member_id: u64,
+    pub(crate) limits: RequestLimits,
 }
 
 fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
@@ -156,7 +155,7 @@ impl EtcdServer {
         }
     }
 
-    async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
+    pub(crate) async fn linearizable_barrier(&self) -> Result<(), EtcdError> {
         match tokio::time::timeout(
             self.limits.request_timeout,
             self.raft.linearizable_barrier(),
@@ -235,38 +234,6 @@ impl KvApi for EtcdServer {
 
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
         self.propose_for(Request::Compaction(req)).await
-    }
-}
-
-#[async_trait]
-impl MaintenanceApi for EtcdServer {
-    async fn status(&self, _req: StatusRequest) -> Result<StatusResponse, EtcdError> {
-        let st = self.raft.status();
-        Ok(StatusResponse {
-            header: Some(self.header(self.store.current_revision())),
-            version: ETCD_VERSION.to_string(),
-            db_size: self.backend.size_bytes() as i64,
-            leader: st.leader_id,
-            raft_index: st.commit_index,
-            raft_term: st.term,
-            raft_applied_index: st.applied_index,
-            errors: Vec::new(),
-            db_size_in_use: self.backend.size_in_use_bytes() as i64,
-            is_learner: st.learners.contains(&self.member_id),
-        })
-    }
-}
-
-#[async_trait]
-impl ClusterApi for EtcdServer {
-    async fn member_list(&self, req: MemberListRequest) -> Result<MemberListResponse, EtcdError> {
-        if req.linearizable {
-            self.linearizable_barrier().await?;
-        }
-        Ok(MemberListResponse {
-            header: Some(self.header(self.store.current_revision())),
-            members: self.members.list(),
-        })
     }
 }
 
