@@ -1,5 +1,7 @@
 //! cairn's developer commands: `cargo xtask <command>`.
 
+mod bench;
+
 use std::process::Command;
 
 use anyhow::{bail, Context as _};
@@ -8,12 +10,19 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    run the whole test suite (same as scripts/test.sh and CI)
-  serve   build and run a single-member cairn on localhost:2379 (scripts/run.sh)";
+  serve   build and run a single-member cairn on localhost:2379 (scripts/run.sh)
+  bench   load generator for any etcd v3 endpoint, and `bench compare` (cairn vs etcd);
+          `cargo xtask bench --help` lists the workloads";
+
+/// The workspace root (xtask's parent directory).
+fn workspace_root() -> anyhow::Result<&'static std::path::Path> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")
+}
 
 fn script(name: &str, args: &[String]) -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?;
+    let root = workspace_root()?;
     let status = Command::new("bash")
         .arg(root.join("scripts").join(name))
         .args(args)
@@ -30,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => script("test.sh", &args[1..]),
         Some("serve") => script("run.sh", &args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         _ => {
             println!("{USAGE}");
             Ok(())

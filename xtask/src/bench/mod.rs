@@ -1,0 +1,236 @@
+//! `cargo xtask bench`: a load generator for any etcd v3 endpoint (cairn or etcd),
+//! speaking the API through `cairn-proto`'s generated clients.
+
+mod report;
+mod workload;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use workload::{KeySpace, Load, Stop, WatchSpec};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask bench",
+    about = "Load generator for etcd v3 endpoints: QPS and latency (avg/p50/p90/p99/max), \
+             human-readable plus one JSON line per run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Puts of --val-size values at random keys of --key-space.
+    Put {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+    },
+    /// Single-key Ranges at random keys, after putting every key of --key-space once.
+    Range {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// l (linearizable) or s (serializable).
+        #[arg(long, default_value = "l", value_parser = ["l", "s", "linearizable", "serializable"])]
+        consistency: String,
+        /// Skip putting the keys first (they are already there).
+        #[arg(long)]
+        no_prefill: bool,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+    },
+    /// Compare-and-swap Txns: mod_revision(key) == last seen, then put; else read it.
+    Txn {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+    },
+    /// --watchers watchers of one key over --streams streams, one writer putting
+    /// --puts values stamped with their send time.
+    Watch {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 100)]
+        watchers: usize,
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        #[arg(long, default_value_t = 10_000)]
+        puts: u64,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+    },
+    /// Lease cycles: grant, one keep-alive on the client's stream, revoke.
+    Lease {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Comma-separated endpoints (host:port or http://host:port).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// gRPC channels (HTTP/2 connections), spread over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Concurrent closed-loop clients, spread over the channels.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Operations in all.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Run this long instead of --total operations (e.g. 30s, 2m, 500ms).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+impl LoadArgs {
+    fn load(&self) -> Load {
+        Load {
+            endpoints: self.target.endpoints.clone(),
+            conns: self.target.conns,
+            clients: self.clients,
+            stop: match self.duration {
+                Some(d) => Stop::Duration(d),
+                None => Stop::Total(self.total),
+            },
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct KeyArgs {
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    key_space: u64,
+    /// Key length in bytes (zero-padded numbers).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+}
+
+impl KeyArgs {
+    fn keys(&self) -> KeySpace {
+        KeySpace {
+            prefix: "",
+            width: self.key_size,
+            space: self.key_space,
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
+    Duration::try_from_secs_f64(n * scale).map_err(|e| e.to_string())
+}
+
+/// Entry point of `cargo xtask bench ...`; `args` excludes `bench`.
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(
+        std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| e.exit());
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(run(cli.workload))
+}
+
+async fn run(workload: Workload) -> anyhow::Result<()> {
+    let (target, reports) = match workload {
+        Workload::Put {
+            load,
+            keys,
+            val_size,
+        } => {
+            let report = workload::put(&load.load(), keys.keys(), val_size).await?;
+            (load.target, vec![report])
+        }
+        Workload::Range {
+            load,
+            keys,
+            consistency,
+            no_prefill,
+            val_size,
+        } => {
+            if !no_prefill {
+                let filled =
+                    workload::prefill(&load.target.endpoints, keys.keys(), val_size).await?;
+                eprintln!(
+                    "prefilled {} keys in {:.2}s",
+                    filled.ops,
+                    filled.elapsed.as_secs_f64()
+                );
+            }
+            let serializable = consistency.starts_with('s');
+            let report = workload::range(&load.load(), keys.keys(), serializable).await?;
+            (load.target, vec![report])
+        }
+        Workload::Txn {
+            load,
+            keys,
+            val_size,
+        } => {
+            let report = workload::txn(&load.load(), keys.keys(), val_size).await?;
+            (load.target, vec![report])
+        }
+        Workload::Watch {
+            target,
+            watchers,
+            streams,
+            puts,
+            val_size,
+        } => {
+            let spec = WatchSpec {
+                watchers,
+                streams,
+                puts,
+                val_size,
+                idle_timeout: Duration::from_secs(10),
+            };
+            let report = workload::watch(&target.endpoints, target.conns, spec).await?;
+            (target, vec![report])
+        }
+        Workload::Lease { load, ttl } => {
+            let reports = workload::lease(&load.load(), ttl).await?;
+            (load.target, reports)
+        }
+    };
+    let label = target.endpoints.join(",");
+    for report in &reports {
+        report.print(&label);
+    }
+    if reports.iter().all(|r| r.ops == 0) {
+        bail!("no operation succeeded");
+    }
+    Ok(())
+}
