@@ -1,9 +1,12 @@
 //! A cluster of server processes on loopback: static bootstrap with `--initial-cluster`,
-//! members found by their own status, leader waits with a deadline.
+//! members found by their own status, leader waits with a deadline; optionally a TCP
+//! proxy in front of every member's peer port to partition it ([`Cluster::isolate`]).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::net::free_port;
+use crate::proxy::Proxy;
 use crate::server::{Server, ServerOpts};
 
 /// How long a cluster may take to elect a leader.
@@ -13,6 +16,9 @@ pub const LEADER_DEADLINE: Duration = Duration::from_secs(20);
 pub struct Cluster {
     /// The members, in start order (names `m0`, `m1`, ...).
     pub members: Vec<Server>,
+    /// One proxy per member in front of its peer port (empty unless started with
+    /// [`Cluster::start_with_proxies`]); dropped after the members.
+    proxies: Vec<Proxy>,
     token: String,
 }
 
@@ -38,30 +44,94 @@ impl Cluster {
     /// Starts `n` members, each with the options `tweak` makes of its own, and waits
     /// until every one is healthy.
     pub fn start_with(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
+        Cluster::launch(n, false, tweak)
+    }
+
+    /// Like [`Cluster::start_with`], with a TCP [`Proxy`] in front of every member's peer
+    /// port: each member advertises (and `--initial-cluster` names) its proxy's URL, so
+    /// all raft traffic *to* a member passes its proxy, and [`Cluster::isolate`] can cut
+    /// it. Member ids derive from the proxy URLs.
+    pub fn start_with_proxies(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
+        Cluster::launch(n, true, tweak)
+    }
+
+    fn launch(n: usize, proxied: bool, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
         let token = format!("cairn-test-{}", free_port());
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let spec = ports
+        let proxies: Vec<Proxy> = if proxied {
+            ports
+                .iter()
+                .map(|(_, peer)| Proxy::start(SocketAddr::from(([127, 0, 0, 1], *peer))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let peer_urls: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| match proxies.get(i) {
+                Some(proxy) => proxy.url(),
+                None => format!("http://127.0.0.1:{peer}"),
+            })
+            .collect();
+        let spec = peer_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| format!("m{i}={url}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut members: Vec<Server> = ports
             .iter()
             .enumerate()
             .map(|(i, (client, peer))| {
-                let opts = ServerOpts::new()
+                let mut opts = ServerOpts::new()
                     .name(&format!("m{i}"))
                     .initial_cluster_token(&token)
                     .initial_cluster(&spec)
                     .ports(*client, *peer);
+                if proxied {
+                    opts = opts.advertise_peer_url(&peer_urls[i]);
+                }
                 Server::launch(tweak(opts))
             })
             .collect();
         for m in &mut members {
             m.wait_ready();
         }
-        Cluster { members, token }
+        Cluster {
+            members,
+            proxies,
+            token,
+        }
+    }
+
+    /// Cuts all raft traffic *to* member `index`: its proxy kills the connections it
+    /// carries and refuses new ones. This is an **inbound** cut only (asymmetric): the
+    /// member still sends to the others, but hears nothing back — an isolated leader
+    /// steps down by check-quorum, an isolated follower cannot win (pre-)votes.
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was not started with [`Cluster::start_with_proxies`].
+    pub fn isolate(&self, index: usize) {
+        self.proxy(index).isolate();
+    }
+
+    /// Lets raft traffic reach member `index` again.
+    pub fn heal(&self, index: usize) {
+        self.proxy(index).heal();
+    }
+
+    /// Whether member `index` is isolated.
+    pub fn is_isolated(&self, index: usize) -> bool {
+        self.proxies.get(index).is_some_and(Proxy::is_isolated)
+    }
+
+    /// The proxy in front of member `index`'s peer port.
+    pub fn proxy(&self, index: usize) -> &Proxy {
+        self.proxies
+            .get(index)
+            .expect("isolate/heal need a cluster started with Cluster::start_with_proxies")
     }
 
     /// The `--initial-cluster-token` shared by the members.

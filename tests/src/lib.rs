@@ -28,6 +28,7 @@ mod grpc;
 mod ids;
 pub mod linearizability;
 mod net;
+mod proxy;
 mod server;
 
 pub use background::{metric_gauge, wait_for_watchers, CtlProcess, BACKGROUND_DEADLINE};
@@ -36,6 +37,7 @@ pub use etcdctl::{etcdctl, etcdctl_with_stdin, CtlOutput};
 pub use grpc::{assert_status, grpc_status};
 pub use ids::{cluster_id, member_id};
 pub use net::{free_port, http_get, HttpResponse};
+pub use proxy::Proxy;
 pub use server::{expected_version, server_kind, Server, ServerKind, ServerOpts};
 
 /// Re-exported so tests use the exact client version the harness connects with.
