@@ -10,8 +10,9 @@ use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    request_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
-    PutResponse, RequestOp, TxnResponse,
+    alarm_request::AlarmAction, request_op, AlarmResponse, AlarmType, CompactionResponse,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RequestOp,
+    TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
 use cairn_raft_node::eraftpb::SnapshotMetadata;
@@ -21,6 +22,7 @@ use protobuf::Message as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::alarms::Alarms;
 use crate::members::{ChangeEffect, Membership};
 
 /// What applying one entry produced, handed back to the member that proposed it.
@@ -40,6 +42,8 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     /// A lease revoke's response.
     LeaseRevoke(LeaseRevokeResponse),
+    /// An alarm request's response.
+    Alarm(AlarmResponse),
     /// The member list after a membership change.
     Members(Vec<cairn_proto::etcdserverpb::Member>),
     /// The request failed with a client-visible error; nothing changed.
@@ -100,6 +104,7 @@ pub struct Applier {
     members: Option<Arc<Membership>>,
     removed: Option<tokio::sync::watch::Sender<bool>>,
     snapshot_dir: Option<PathBuf>,
+    alarms: Option<Arc<Alarms>>,
 }
 
 impl Applier {
@@ -112,7 +117,47 @@ impl Applier {
             members: None,
             removed: None,
             snapshot_dir: None,
+            alarms: None,
         }
+    }
+
+    /// Applies alarm requests to `alarms` and, while NOSPACE is raised, refuses every
+    /// write that would grow the key space.
+    pub fn with_alarms(mut self, alarms: Arc<Alarms>) -> Self {
+        self.alarms = Some(alarms);
+        self
+    }
+
+    fn apply_alarm(&self, index: u64, req: &Request) -> Result<Option<Applied>, MvccError> {
+        let Some(alarms) = &self.alarms else {
+            return Ok(None);
+        };
+        if let Request::Alarm(r) = req {
+            let mut batch = BackendBatch::new();
+            let changed = match AlarmAction::try_from(r.action) {
+                Ok(AlarmAction::Get) => alarms.list(r.alarm),
+                Ok(AlarmAction::Activate) if r.alarm != AlarmType::None as i32 => alarms
+                    .activate(r.member_id, r.alarm, &mut batch)
+                    .into_iter()
+                    .collect(),
+                Ok(AlarmAction::Deactivate) => alarms
+                    .deactivate(r.member_id, r.alarm, &mut batch)
+                    .into_iter()
+                    .collect(),
+                Ok(AlarmAction::Activate) | Err(_) => Vec::new(),
+            };
+            self.store.record_applied_with(index, batch)?;
+            return Ok(Some(Applied::Alarm(AlarmResponse {
+                header: None,
+                alarms: changed,
+            })));
+        }
+        if alarms.no_space() && crate::alarms::write_cost(req) > 0 {
+            // Capped on every member alike: the alarm is replicated state.
+            self.store.record_applied(index)?;
+            return Ok(Some(Applied::Failed(EtcdError::NoSpace)));
+        }
+        Ok(None)
     }
 
     /// Makes raft snapshots (checkpoints sent to followers too far behind) and installs
@@ -213,6 +258,9 @@ impl Applier {
 
     fn apply_request(&self, index: u64, req: Request) -> Result<Applied, MvccError> {
         let store = &self.store;
+        if let Some(applied) = self.apply_alarm(index, &req)? {
+            return Ok(applied);
+        }
         if let Some(applied) = self.apply_membership(index, &req)? {
             return Ok(applied);
         }
@@ -382,6 +430,11 @@ impl StateMachine for Applier {
             members
                 .reload(&backend)
                 .map_err(|e| err("reloading members", &e))?;
+        }
+        if let Some(alarms) = &self.alarms {
+            alarms
+                .reload(&backend)
+                .map_err(|e| err("reloading alarms", &e))?;
         }
         if let Some(lessor) = &self.lessor {
             lessor

@@ -118,6 +118,10 @@ pub struct Config {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u64,
+    /// Raise an alarm when the backend size exceeds the given quota (0 defaults to low
+    /// space quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Interval of progress notifications for watchers that ask for them (a Go duration
     /// such as `10m0s` or `500ms`).
     #[arg(
@@ -336,6 +340,14 @@ impl Config {
         Duration::from_secs(5) + Duration::from_millis(2 * self.election_timeout)
     }
 
+    /// The backend quota in bytes: `--quota-backend-bytes`, or etcd's 2 GiB for 0.
+    pub fn quota_backend_bytes(&self) -> u64 {
+        match self.quota_backend_bytes {
+            0 => crate::alarms::DEFAULT_QUOTA_BYTES,
+            n => n,
+        }
+    }
+
     /// The interval of watch progress notifications.
     pub fn watch_progress_notify_interval(&self) -> Result<Duration, ConfigError> {
         let value = &self.experimental_watch_progress_notify_interval;
@@ -422,6 +434,7 @@ mod tests {
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
         assert_eq!(c.snapshot_count, 100_000);
+        assert_eq!(c.quota_backend_bytes(), 2_147_483_648);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod alarms;
 pub mod apply;
 mod cluster;
 pub mod config;
@@ -20,6 +21,8 @@ pub mod lease;
 mod maintenance;
 pub mod members;
 pub mod server;
+
+pub use maintenance::restore_snapshot;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +75,14 @@ pub enum ServerError {
     /// The lease table cannot be rebuilt.
     #[error("leases: {0}")]
     Lease(#[from] cairn_lease_manager::LeaseError),
+    /// A snapshot file cannot be read.
+    #[error("snapshot {path}: {source}")]
+    Snapshot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Something this version does not do yet.
     #[error("{0}")]
     Unsupported(String),
@@ -86,6 +97,8 @@ struct Identity {
     cluster_id: u64,
     member_id: u64,
     initial: Vec<cairn_raft_node::InitialMember>,
+    /// The members a joining member learnt of (its log will tell it again).
+    known: Vec<cairn_proto::etcdserverpb::Member>,
 }
 
 fn read_local(backend: &Backend, key: &[u8]) -> Result<Option<u64>, ServerError> {
@@ -115,6 +128,7 @@ async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerErr
                 cluster_id,
                 member_id,
                 initial: Vec::new(),
+                known: Vec::new(),
             });
         }
     }
@@ -144,6 +158,7 @@ async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerErr
                 cluster_id: ids::cluster_id(&ids),
                 member_id: ids::member_id(&cfg.advertise_peer_urls(), token),
                 initial,
+                known: Vec::new(),
             }
         }
         "existing" => join::existing_cluster(cfg, &members).await?,
@@ -185,8 +200,12 @@ pub async fn run(
         cluster_id,
         member_id,
         initial,
+        known,
     } = identity(&cfg, &backend).await?;
     let peer_urls = PeerUrls::default();
+    for m in known.iter().filter(|m| m.id != member_id) {
+        peer_urls.set(m.id, m.peer_ur_ls.clone());
+    }
     let membership = members::Membership::load(&backend, member_id, peer_urls.clone())?;
     let (removed_tx, mut removed_rx) = tokio::sync::watch::channel(false);
     let mut peer_listeners = Vec::new();
@@ -201,6 +220,7 @@ pub async fn run(
         Arc::new(cairn_lease_manager::SystemClock),
     ));
     lessor.recover(&backend, &store)?;
+    let alarms = Arc::new(alarms::Alarms::load(&backend)?);
 
     let watch_headers = Arc::new(hooks::WatchHeaders::new(cluster_id, member_id));
     let watch_config = cairn_watch_server::WatchConfig {
@@ -224,6 +244,7 @@ pub async fn run(
             Applier::new(store.clone(), hooks.clone())
                 .with_lessor(lessor.clone())
                 .with_members(membership.clone(), removed_tx)
+                .with_alarms(alarms.clone())
                 .with_snapshots(data_dir.join("member").join("snap")),
             PeerTransport::new(
                 cluster_id,
@@ -264,8 +285,14 @@ pub async fn run(
         cluster: "3.5.0".into(),
     };
     let http_router = http::router(server.clone(), metrics, versions);
-    let routes = serve::client_routes(
+    let frontend = Arc::new(maintenance::Frontend::new(
         server.clone(),
+        alarms,
+        cfg.quota_backend_bytes(),
+        data_dir.join("member").join("snap"),
+    ));
+    let routes = serve::client_routes(
+        frontend,
         Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
     );
     let routes = routes.add_service(cairn_grpc_gateway::lease::lease_server(

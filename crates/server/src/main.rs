@@ -38,7 +38,78 @@ async fn stop_signal() {
     }
 }
 
+/// `cairn snapshot restore`: etcdutl's command of that name.
+#[derive(Debug, clap::Parser)]
+#[command(name = "cairn snapshot", about = "Manages cairn snapshots")]
+struct SnapshotCommand {
+    #[command(subcommand)]
+    action: SnapshotAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SnapshotAction {
+    /// Builds a new data dir from a snapshot (`etcdctl snapshot save`); start the member
+    /// on it with the same --name and --initial-* flags.
+    Restore {
+        /// The snapshot file.
+        file: std::path::PathBuf,
+        /// The data dir to create (default: ${name}.etcd).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Human-readable name for this member.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The cluster the restored members form.
+        #[arg(long)]
+        initial_cluster: Option<String>,
+        /// The new cluster's token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs.
+        #[arg(long, default_value = "http://localhost:2380")]
+        initial_advertise_peer_urls: String,
+    },
+}
+
+fn snapshot_command() -> anyhow::Result<()> {
+    let SnapshotCommand {
+        action:
+            SnapshotAction::Restore {
+                file,
+                data_dir,
+                name,
+                initial_cluster,
+                initial_cluster_token,
+                initial_advertise_peer_urls,
+            },
+    } = <SnapshotCommand as clap::Parser>::parse_from(std::env::args().skip(1));
+    let cfg = Config {
+        name,
+        data_dir,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+        ..Config::default()
+    };
+    // The flags are not stored: the member derives its ids from them at its first start,
+    // so a mistake is worth catching now.
+    cfg.initial_members()
+        .context("checking the --initial-cluster flags")?;
+    let data_dir = cfg.data_dir();
+    cairn_server::restore_snapshot(&file, &data_dir)
+        .with_context(|| format!("restoring {}", file.display()))?;
+    println!(
+        "restored snapshot {} into {}",
+        file.display(),
+        data_dir.display()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("snapshot") {
+        return snapshot_command();
+    }
     let cfg = Config::load().context("reading the configuration")?;
     init_logging(&cfg);
     let metrics = PrometheusBuilder::new()
