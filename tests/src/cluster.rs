@@ -108,7 +108,9 @@ impl Cluster {
     /// Cuts all raft traffic *to* member `index`: its proxy kills the connections it
     /// carries and refuses new ones. This is an **inbound** cut only (asymmetric): the
     /// member still sends to the others, but hears nothing back — an isolated leader
-    /// steps down by check-quorum, an isolated follower cannot win (pre-)votes.
+    /// steps down by check-quorum, an isolated follower cannot win (pre-)votes. (That is
+    /// cairn's direction; against etcd, whose peer streams are dialed by the receiver,
+    /// see [`Proxy`].)
     ///
     /// # Panics
     ///

@@ -10,6 +10,11 @@
 //! is asymmetric: an isolated leader still reaches its followers but hears nothing
 //! back, and steps down by check-quorum after an election timeout; an isolated
 //! follower's (pre-)votes reach the others but their answers never come back.
+//!
+//! That holds for cairn, whose peer streams are dialed by the sender. The real etcd's
+//! rafthttp streams are dialed by the *receiver* (a member pulls its messages from
+//! each peer's URL), so against etcd the same cut mostly stops the isolated member's
+//! *outgoing* stream traffic (and the pipeline/snapshot posts to it) instead.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

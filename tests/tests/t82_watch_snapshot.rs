@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_tests::etcd_client::{self, ConnectOptions, EventType, WatchOptions};
-use cairn_tests::{Cluster, ServerKind};
+use cairn_tests::{server_kind, Cluster, ServerKind};
 
 const SNAPSHOT_COUNT: usize = 100;
 /// Keys written on the majority while the member is cut off.
@@ -26,11 +26,14 @@ struct Watched {
 
 #[test]
 fn watcher_on_a_partitioned_member_sees_every_revision_once_after_snapshot_catch_up() {
+    // etcd 3.4 (the reference) has no --experimental-snapshot-catchup-entries (it keeps
+    // 5000 entries), so there the member catches up from the log instead.
     let cluster = Cluster::start_with_proxies(3, |o| {
-        o.arg("--snapshot-count")
-            .arg(&SNAPSHOT_COUNT.to_string())
-            .arg("--experimental-snapshot-catchup-entries")
-            .arg("10")
+        let o = o.arg("--snapshot-count").arg(&SNAPSHOT_COUNT.to_string());
+        match server_kind() {
+            ServerKind::Cairn => o.arg("--experimental-snapshot-catchup-entries").arg("10"),
+            ServerKind::Etcd => o,
+        }
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -140,7 +143,10 @@ fn watcher_on_a_partitioned_member_sees_every_revision_once_after_snapshot_catch
     }
     let cut_view = rt.block_on(cluster.view(cut));
     eprintln!("cut member while isolated: {cut_view:?}");
-    {
+    // Only for cairn, whose peer streams are dialed by the sender: etcd's rafthttp
+    // streams are dialed by the receiver, so the proxy cut does not stop the leader's
+    // appends to the member there (see `cairn_tests::Proxy`).
+    if cluster.members[cut].kind() == ServerKind::Cairn {
         let w = watched.lock().unwrap();
         assert!(
             w.events.len() <= BEFORE,
