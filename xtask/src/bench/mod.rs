@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: a load generator for any etcd v3 endpoint (cairn or etcd),
 //! speaking the API through `cairn-proto`'s generated clients.
 
+mod compare;
 mod report;
+mod server;
 mod workload;
 
 use std::time::Duration;
@@ -70,7 +72,14 @@ enum Workload {
         puts: u64,
         #[arg(long, default_value_t = 256)]
         val_size: usize,
+        /// Put over the first watch stream's connection instead of the writer's own.
+        #[arg(long)]
+        writer_shares_conn: bool,
     },
+    /// Builds the release cairn, then runs the workloads against fresh cairn and etcd
+    /// clusters (1 and/or 3 members, on free loopback ports) in alternation and prints
+    /// a markdown table of the figures with cairn/etcd ratios.
+    Compare(compare::CompareArgs),
     /// Lease cycles: grant, one keep-alive on the client's stream, revoke.
     Lease {
         #[command(flatten)]
@@ -161,12 +170,25 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()),
     )
     .unwrap_or_else(|e| e.exit());
+    if let Workload::Compare(args) = &cli.workload {
+        compare::build(args)?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-    runtime.block_on(run(cli.workload))
+    runtime.block_on(async {
+        // Dropping the run on a signal drops its clusters, which stops the servers.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        tokio::select! {
+            result = run(cli.workload) => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
+        }
+    })
 }
 
 async fn run(workload: Workload) -> anyhow::Result<()> {
     let (target, reports) = match workload {
+        Workload::Compare(args) => return compare::run(args).await,
         Workload::Put {
             load,
             keys,
@@ -209,6 +231,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             streams,
             puts,
             val_size,
+            writer_shares_conn,
         } => {
             let spec = WatchSpec {
                 watchers,
@@ -216,6 +239,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
                 puts,
                 val_size,
                 idle_timeout: Duration::from_secs(10),
+                writer_shares_conn,
             };
             let report = workload::watch(&target.endpoints, target.conns, spec).await?;
             (target, vec![report])

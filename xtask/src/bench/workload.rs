@@ -58,9 +58,8 @@ impl KeySpace {
         Bytes::from(format!("{}{:0width$}", self.prefix, n, width = self.width))
     }
 
-    fn random(&self, rng: &mut StdRng) -> (u64, Bytes) {
-        let n = rng.random_range(0..self.space.max(1));
-        (n, self.key(n))
+    fn random(&self, rng: &mut StdRng) -> Bytes {
+        self.key(rng.random_range(0..self.space.max(1)))
     }
 }
 
@@ -219,7 +218,7 @@ struct PutOp {
 
 impl Op for PutOp {
     async fn call(&mut self) -> anyhow::Result<()> {
-        let (_, key) = self.keys.random(&mut self.rng);
+        let key = self.keys.random(&mut self.rng);
         let put = PutRequest {
             key,
             value: self.value.clone(),
@@ -314,7 +313,7 @@ struct RangeOp {
 
 impl Op for RangeOp {
     async fn call(&mut self) -> anyhow::Result<()> {
-        let (_, key) = self.keys.random(&mut self.rng);
+        let key = self.keys.random(&mut self.rng);
         let range = RangeRequest {
             key,
             serializable: self.serializable,
@@ -454,6 +453,9 @@ pub struct WatchSpec {
     pub val_size: usize,
     /// Give up on missing events after this long without a new one.
     pub idle_timeout: Duration,
+    /// Put over the first watch channel (as one etcd client would) instead of a
+    /// connection of the writer's own.
+    pub writer_shares_conn: bool,
 }
 
 const WATCH_KEY: &str = "bench-watch/key";
@@ -575,7 +577,12 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
     }
 
     // The writer: one client, one put at a time, each value stamped with its send time.
-    let mut kv = KvClient::new(channels[0].clone());
+    let writer_channel = if spec.writer_shares_conn {
+        channels[0].clone()
+    } else {
+        connect(endpoints, 1).await?.remove(0)
+    };
+    let mut kv = KvClient::new(writer_channel);
     let mut rng = new_rng();
     let mut value = random_value(&mut rng, spec.val_size.max(8)).to_vec();
     let mut put_latency = Latency::default();
@@ -641,6 +648,9 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
     report.extra.insert("streams".into(), json!(streams));
     report.extra.insert("puts".into(), json!(spec.puts));
     report.extra.insert("put_errors".into(), json!(put_errors));
+    report
+        .extra
+        .insert("writer_shares_conn".into(), json!(spec.writer_shares_conn));
     report
         .extra
         .insert("put_qps".into(), json!((spec.puts as f64 / secs).round()));
