@@ -71,10 +71,13 @@ fn killing_the_leader_elects_another_and_the_old_one_catches_up() {
 fn a_member_down_during_many_writes_catches_up_by_snapshot() {
     let snapshot_count = 100;
     let mut cluster = Cluster::start_with(3, |o| {
-        o.arg("--snapshot-count")
-            .arg(&snapshot_count.to_string())
-            .arg("--experimental-snapshot-catchup-entries")
-            .arg("10")
+        let o = o.arg("--snapshot-count").arg(&snapshot_count.to_string());
+        // etcd 3.4 keeps a fixed 5,000 entries for slow followers (the flag is 3.5's).
+        if cairn_tests::server_kind() == ServerKind::Cairn {
+            o.arg("--experimental-snapshot-catchup-entries").arg("10")
+        } else {
+            o
+        }
     });
     let rt = runtime();
     let (leader, _) = rt.block_on(cluster.wait_leader(None));

@@ -98,12 +98,9 @@ impl EtcdServer {
             .count()
     }
 
-    fn not_found(&self, id: u64) -> EtcdError {
-        if self.members.is_removed(id) {
-            EtcdError::IdRemoved
-        } else {
-            EtcdError::MemberNotFound
-        }
+    /// etcd answers a removed id like an unknown one.
+    fn not_found(&self, _id: u64) -> EtcdError {
+        EtcdError::MemberNotFound
     }
 
     async fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, EtcdError> {
@@ -162,7 +159,7 @@ impl ClusterApi for EtcdServer {
             // started members.
             let voters = existing.iter().filter(|m| !m.is_learner).count();
             let started = self.started_voters().await;
-            if started < (voters + 1) / 2 + 1 {
+            if started < voters.div_ceil(2) + 1 {
                 return Err(EtcdError::MemberNotEnoughStarted);
             }
         }

@@ -79,6 +79,7 @@ pub(crate) async fn existing_cluster(
                         cluster_id: resp.cluster_id,
                         member_id: me.id,
                         initial: Vec::new(),
+                        known: resp.members.clone(),
                     });
                 }
                 Err(e) => last_error = format!("{url}: {e}"),

@@ -12,6 +12,7 @@ use cairn_grpc_gateway::EtcdError;
 use cairn_lease_manager::{LeaseError, Lessor, MAX_LEASE_TTL};
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError, WriteOutcome};
 use cairn_proto::cairnpb::internal_request::Request;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
     request_op, DeleteRangeRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
     LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
@@ -20,6 +21,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::{event::EventType, Event};
 use cairn_raft_node::Role;
+use tonic::transport::Channel;
 
 use crate::apply::Applied;
 use crate::server::EtcdServer;
@@ -155,6 +157,71 @@ pub struct LeaseFrontend {
     server: Arc<EtcdServer>,
     lessor: Arc<Lessor>,
     ids: LeaseIds,
+    /// A channel to the leader's client URL (by leader id), for requests only the
+    /// leader's lessor can answer.
+    leader: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
+}
+
+impl LeaseFrontend {
+    /// A Lease client connected to the current leader (followers forward keep-alives and
+    /// time-to-live requests there, as etcd's members do).
+    async fn leader(&self) -> Result<LeaseClient<Channel>, EtcdError> {
+        let leader = self.server.raft().status().leader_id;
+        if leader == 0 {
+            return Err(EtcdError::NoLeader);
+        }
+        let mut cached = self.leader.lock().await;
+        if let Some((id, client)) = cached.as_ref() {
+            if *id == leader {
+                return Ok(client.clone());
+            }
+        }
+        let url = self
+            .server
+            .members
+            .get(leader)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or(EtcdError::NoLeader)?;
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.server.limits.request_timeout)
+            .connect_lazy();
+        let client = LeaseClient::new(channel);
+        *cached = Some((leader, client.clone()));
+        Ok(client)
+    }
+
+    async fn forward_keep_alive(
+        &self,
+        req: LeaseKeepAliveRequest,
+    ) -> Result<LeaseKeepAliveResponse, EtcdError> {
+        let mut client = self.leader().await?;
+        let mut stream = client
+            .lease_keep_alive(futures::stream::iter([req]))
+            .await
+            .map_err(forwarded)?
+            .into_inner();
+        let resp = stream
+            .message()
+            .await
+            .map_err(forwarded)?
+            .ok_or(EtcdError::LeaderChanged)?;
+        Ok(LeaseKeepAliveResponse {
+            header: self.header(),
+            ..resp
+        })
+    }
+}
+
+fn forwarded(status: tonic::Status) -> EtcdError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            EtcdError::LeaderChanged
+        }
+        tonic::Code::NotFound => EtcdError::LeaseNotFound,
+        _ => EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into()),
+    }
 }
 
 impl LeaseFrontend {
@@ -165,6 +232,7 @@ impl LeaseFrontend {
             server,
             lessor,
             ids,
+            leader: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -212,7 +280,7 @@ impl LeaseApi for LeaseFrontend {
             }
             // etcd answers an unknown lease with TTL 0 rather than an error.
             Err(LeaseError::NotFound) => 0,
-            Err(LeaseError::NotPrimary) => return Err(EtcdError::NotLeader),
+            Err(LeaseError::NotPrimary) => return self.forward_keep_alive(req).await,
             Err(e) => return Err(EtcdError::Internal(e.to_string())),
         };
         Ok(LeaseKeepAliveResponse {
@@ -226,6 +294,19 @@ impl LeaseApi for LeaseFrontend {
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
+        if !self.lessor.is_primary() && self.server.raft().status().role != Role::Leader {
+            // Only the leader's lessor knows the remaining time.
+            let mut client = self.leader().await?;
+            let resp = client
+                .lease_time_to_live(req)
+                .await
+                .map_err(forwarded)?
+                .into_inner();
+            return Ok(LeaseTimeToLiveResponse {
+                header: self.header(),
+                ..resp
+            });
+        }
         let header = self.header();
         Ok(match self.lessor.time_to_live(req.id, req.keys) {
             Some(ttl) => LeaseTimeToLiveResponse {

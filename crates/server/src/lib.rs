@@ -383,6 +383,12 @@ pub async fn run(
             Err(e) => Err(ServerError::Fatal(format!("client listener task: {e}"))),
         },
     };
+    if *removed_rx.borrow() {
+        // A removed member must not keep leading or voting while requests drain: its
+        // raft node stops at once so that the others elect a leader without it.
+        let raft_for_stop = raft.clone();
+        let _ = tokio::task::spawn_blocking(move || raft_for_stop.shutdown()).await;
+    }
     let _ = stop_tx.send(true);
     gauges.abort();
     publisher.abort();
