@@ -49,25 +49,11 @@ fn a_learner_joins_catches_up_is_promoted_and_members_are_removed() {
     }
     let (client_port, peer_port) = (free_port(), free_port());
     let peer_url = format!("http://127.0.0.1:{peer_port}");
-    // etcd refuses reconfiguration until every member has been connected for a while
-    // ("unhealthy cluster"); retry within a deadline.
-    let deadline = Instant::now() + DEADLINE;
     let peer_flag = format!("--peer-urls={peer_url}");
-    let text = loop {
-        let out = cluster.etcdctl(&["member", "add", "m3", "--learner", &peer_flag]);
-        if out.status.success() {
-            break out.stdout;
-        }
-        assert!(
-            out.stderr.contains("etcdserver: unhealthy cluster"),
-            "{out:?}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "member add refused until the deadline: {out:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let text = reconfigure(
+        &cluster.members[0],
+        &["member", "add", "m3", "--learner", &peer_flag],
+    );
     // "Member <16 hex> added to cluster <16 hex>" then the new member's settings.
     let first = text.lines().next().expect("output");
     // etcdctl prints ids with %16x: space-padded, not zero-padded.

@@ -739,13 +739,19 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         }
     }
 
-    fn prepare_snapshot(&mut self, msg: &mut Message) -> Result<SnapshotData, String> {
+    /// The last applied index and its term.
+    fn applied_term(&self) -> Result<(u64, u64), String> {
         let index = self.applied;
         let term = self
             .raw
             .store()
             .term(index)
             .map_err(|e| format!("term of applied index {index}: {e}"))?;
+        Ok((index, term))
+    }
+
+    fn prepare_snapshot(&mut self, msg: &mut Message) -> Result<SnapshotData, String> {
+        let (index, term) = self.applied_term()?;
         let data = self.sm.snapshot().map_err(|e| e.to_string())?;
         let meta = msg.mut_snapshot().mut_metadata();
         meta.index = index;
@@ -817,30 +823,12 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
-                    let cs = self
-                        .raw
-                        .apply_conf_change(&cc)
-                        .map_err(|e| format!("conf change at {}: {e}", entry.index))?;
-                    self.conf_state = cs.clone();
-                    self.campaign_alone = true;
-                    EntryKind::ConfChange {
-                        change: cc.into_v2(),
-                        state: cs,
-                    }
+                    self.apply_conf_change(entry.index, cc.into_v2())?
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
-                    let cs = self
-                        .raw
-                        .apply_conf_change(&cc)
-                        .map_err(|e| format!("conf change at {}: {e}", entry.index))?;
-                    self.conf_state = cs.clone();
-                    self.campaign_alone = true;
-                    EntryKind::ConfChange {
-                        change: cc,
-                        state: cs,
-                    }
+                    self.apply_conf_change(entry.index, cc)?
                 }
             };
             if entry.index <= self.applied {
@@ -868,17 +856,28 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         Ok(())
     }
 
+    /// Applies a membership change to raft (also when replaying entries the state machine
+    /// already holds: raft forgets membership on restart).
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        change: ConfChangeV2,
+    ) -> Result<EntryKind<'static>, String> {
+        let state = self
+            .raw
+            .apply_conf_change(&change)
+            .map_err(|e| format!("conf change at {index}: {e}"))?;
+        self.conf_state = state.clone();
+        self.campaign_alone = true;
+        Ok(EntryKind::ConfChange { change, state })
+    }
+
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let since = self.applied.saturating_sub(self.log.snapshot_index());
         if self.cfg.snapshot_count == 0 || since < self.cfg.snapshot_count {
             return Ok(());
         }
-        let index = self.applied;
-        let term = self
-            .raw
-            .store()
-            .term(index)
-            .map_err(|e| format!("term of applied index {index}: {e}"))?;
+        let (index, term) = self.applied_term()?;
         self.sm
             .persist()
             .map_err(|e| format!("persisting the state machine: {e}"))?;

@@ -104,15 +104,7 @@ impl EtcdServer {
     }
 
     async fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, EtcdError> {
-        let leader = self.raft.status().leader_id;
-        if leader == 0 {
-            return Err(EtcdError::NoLeader);
-        }
-        let url = self
-            .members
-            .get(leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or(EtcdError::NoLeader)?;
+        let (_, url) = self.leader_client_url()?;
         let channel = tonic::transport::Endpoint::from_shared(url)
             .map_err(|e| EtcdError::Internal(e.to_string()))?
             .timeout(self.limits.request_timeout)

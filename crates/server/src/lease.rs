@@ -166,22 +166,13 @@ impl LeaseFrontend {
     /// A Lease client connected to the current leader (followers forward keep-alives and
     /// time-to-live requests there, as etcd's members do).
     async fn leader(&self) -> Result<LeaseClient<Channel>, EtcdError> {
-        let leader = self.server.raft().status().leader_id;
-        if leader == 0 {
-            return Err(EtcdError::NoLeader);
-        }
+        let (leader, url) = self.server.leader_client_url()?;
         let mut cached = self.leader.lock().await;
         if let Some((id, client)) = cached.as_ref() {
             if *id == leader {
                 return Ok(client.clone());
             }
         }
-        let url = self
-            .server
-            .members
-            .get(leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or(EtcdError::NoLeader)?;
         let channel = tonic::transport::Endpoint::from_shared(url)
             .map_err(|e| EtcdError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))

@@ -110,6 +110,21 @@ impl EtcdServer {
         self.member_id
     }
 
+    /// The current leader's id and first client URL (followers forward requests only
+    /// the leader can answer there).
+    pub(crate) fn leader_client_url(&self) -> Result<(u64, String), EtcdError> {
+        let leader = self.raft.status().leader_id;
+        if leader == 0 {
+            return Err(EtcdError::NoLeader);
+        }
+        let url = self
+            .members
+            .get(leader)
+            .and_then(|m| m.client_ur_ls.first().cloned())
+            .ok_or(EtcdError::NoLeader)?;
+        Ok((leader, url))
+    }
+
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
