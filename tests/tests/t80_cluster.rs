@@ -116,3 +116,47 @@ fn a_member_down_during_many_writes_catches_up_by_snapshot() {
         );
     }
 }
+
+#[test]
+fn five_members_write_through_two_failures_and_stop_without_a_quorum() {
+    let mut cluster = Cluster::start(5);
+    let rt = runtime();
+    let (leader, _) = rt.block_on(cluster.wait_leader(None));
+    // Lose the leader and one follower: three of five still make a quorum.
+    let follower = (leader + 1) % 5;
+    cluster.members[leader].kill9();
+    cluster.members[follower].kill9();
+    rt.block_on(cluster.wait_leader(Some(leader)));
+    assert_eq!(cluster.etcdctl(&["put", "q", "3-of-5"]).ok(), "OK\n");
+    // A third loss: two of five cannot commit or serve linearizable reads...
+    let third = (0..5)
+        .find(|i| cluster.members[*i].is_running())
+        .expect("a running member");
+    cluster.members[third].kill9();
+    let out = cluster.etcdctl(&["--command-timeout=2s", "put", "q", "2-of-5"]);
+    assert!(
+        !out.status.success(),
+        "a write committed without a quorum: {out:?}"
+    );
+    let out = cluster.etcdctl(&["--command-timeout=2s", "get", "q"]);
+    assert!(
+        !out.status.success(),
+        "a linearizable read without a quorum: {out:?}"
+    );
+    // ...but serve serializable reads of what they have.
+    let survivor = (0..5)
+        .find(|i| cluster.members[*i].is_running())
+        .expect("a running member");
+    let out = cluster.members[survivor].etcdctl(&["get", "--consistency=s", "q"]);
+    assert_eq!(out.ok(), "q\n3-of-5\n");
+    // One member back: a quorum again. The timed-out write was in the leader's log, so
+    // it may commit now (a timeout is an unknown outcome, in etcd too).
+    cluster.members[third].respawn();
+    cluster.members[third].wait_ready();
+    let out = cluster.members[third].etcdctl(&["get", "q"]);
+    assert!(
+        ["q\n3-of-5\n", "q\n2-of-5\n"].contains(&out.ok()),
+        "{out:?}"
+    );
+    assert_eq!(cluster.etcdctl(&["put", "q", "3-again"]).ok(), "OK\n");
+}

@@ -160,6 +160,7 @@ pub struct LeaseFrontend {
     /// A channel to the leader's client URL (by leader id), for requests only the
     /// leader's lessor can answer.
     leader: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
+    quota: Option<crate::maintenance::Quota>,
 }
 
 impl LeaseFrontend {
@@ -224,7 +225,14 @@ impl LeaseFrontend {
             lessor,
             ids,
             leader: tokio::sync::Mutex::new(None),
+            quota: None,
         }
+    }
+
+    /// Grants are refused (and NOSPACE raised) when the backend is over `quota`.
+    pub(crate) fn with_quota(mut self, quota: crate::maintenance::Quota) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     fn header(&self) -> Option<ResponseHeader> {
@@ -240,6 +248,9 @@ impl LeaseApi for LeaseFrontend {
     ) -> Result<LeaseGrantResponse, EtcdError> {
         if req.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        if let Some(quota) = &self.quota {
+            quota.check(crate::alarms::LEASE_OVERHEAD_BYTES).await?;
         }
         if req.id == 0 {
             // Chosen before proposing, so that every member applies the same id.

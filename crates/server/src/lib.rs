@@ -291,12 +291,13 @@ pub async fn run(
         cfg.quota_backend_bytes(),
         data_dir.join("member").join("snap"),
     ));
+    let quota = frontend.quota();
     let routes = serve::client_routes(
         frontend,
         Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
     );
     let routes = routes.add_service(cairn_grpc_gateway::lease::lease_server(
-        Arc::new(lease::LeaseFrontend::new(server.clone(), lessor.clone())),
+        Arc::new(lease::LeaseFrontend::new(server.clone(), lessor.clone()).with_quota(quota)),
         Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
     ));
     let routes = routes.add_service(cairn_grpc_gateway::watch::watch_server(

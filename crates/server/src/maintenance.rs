@@ -61,10 +61,36 @@ impl Frontend {
         }
     }
 
-    /// Refuses a write of `cost` bytes that would take the backend over the quota, and
-    /// raises NOSPACE for this member (etcd's quotaKVServer).
+    /// The quota in front of this member's writes.
+    pub(crate) fn quota(&self) -> Quota {
+        Quota {
+            server: self.server.clone(),
+            bytes: self.quota_bytes,
+        }
+    }
+
     async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
-        if cost == 0 || self.server.backend.size_bytes() + cost < self.quota_bytes {
+        self.quota().check(cost).await
+    }
+
+    fn header_now(&self) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
+        Some(self.server.header(self.server.store.current_revision()))
+    }
+}
+
+/// `--quota-backend-bytes` in front of a member's writes (etcd's quotaKVServer and
+/// quotaLeaseServer).
+#[derive(Clone)]
+pub(crate) struct Quota {
+    server: Arc<EtcdServer>,
+    bytes: u64,
+}
+
+impl Quota {
+    /// Refuses a write of `cost` bytes that would take the backend over the quota, and
+    /// raises NOSPACE for this member.
+    pub(crate) async fn check(&self, cost: u64) -> Result<(), EtcdError> {
+        if cost == 0 || self.server.backend.size_bytes() + cost < self.bytes {
             return Ok(());
         }
         let raise = AlarmRequest {
@@ -76,10 +102,6 @@ impl Frontend {
             tracing::warn!(error = %e, "raising the NOSPACE alarm");
         }
         Err(EtcdError::NoSpace)
-    }
-
-    fn header_now(&self) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
-        Some(self.server.header(self.server.store.current_revision()))
     }
 }
 
