@@ -313,9 +313,12 @@ async fn run_workloads(
         space: plan.range_keys,
     };
     for cluster in &clusters {
-        workload::prefill(&cluster.endpoints(), range_keys, 256)
-            .await
-            .with_context(|| format!("prefilling {}", cluster.kind))?;
+        if let Err(err) = workload::prefill(&cluster.endpoints(), range_keys, 256).await {
+            eprintln!("== {} x{size}: prefill failed: {err:#}", cluster.kind);
+            results
+                .unavailable
+                .insert((size, cluster.kind), "n/a (prefill failed)".into());
+        }
     }
     let jobs = [
         Job::Put {
