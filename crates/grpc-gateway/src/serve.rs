@@ -69,7 +69,17 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new)),
+            TcpListenerStream::new(listener).map(|conn| {
+                conn.map(|stream| {
+                    // tonic's `tcp_nodelay` does not reach connections handed over as an
+                    // incoming stream: without this, small responses behind a pending one
+                    // wait for the peer's delayed ACK (Nagle, ~40 ms).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    AuthorityFix::new(stream)
+                })
+            }),
             shutdown,
         )
         .await?;

@@ -222,6 +222,14 @@ impl Lessor {
                 },
             );
         }
+        if leases.is_empty() {
+            // Nothing to attach: do not read the whole key space.
+            let mut table = self.table.lock();
+            table.leases = leases;
+            table.primary = false;
+            tracing::info!(leases = 0, "lease table recovered");
+            return Ok(());
+        }
         let all = RangeRequest {
             key: Bytes::from_static(b"\0"),
             range_end: Bytes::from_static(b"\0"),

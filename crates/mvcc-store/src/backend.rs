@@ -63,6 +63,13 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// The memtable budget of the whole database.
+const DB_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// One memtable of the key column family (where nearly all writes go).
+const KEY_WRITE_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// One memtable of the other column families (small, rarely written).
+const SMALL_WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+
 impl Backend {
     /// Opens (creating if needed) the database at `path` with every column
     /// family of [`COLUMN_FAMILIES`].
@@ -71,9 +78,18 @@ impl Backend {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_keep_log_file_num(10);
+        // Bounded memory: all memtables together stay under DB_WRITE_BUFFER_BYTES (RocksDB
+        // flushes the largest when they reach it) instead of 64 MiB per column family.
+        options.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
         let families = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf_options = Options::default();
             cf_options.set_compression_type(DBCompressionType::Lz4);
+            let buffer = if *name == CF_KEY {
+                KEY_WRITE_BUFFER_BYTES
+            } else {
+                SMALL_WRITE_BUFFER_BYTES
+            };
+            cf_options.set_write_buffer_size(buffer);
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
         let db = DB::open_cf_descriptors(&options, path.as_ref(), families)?;

@@ -457,7 +457,9 @@ where
 impl<S: StateMachine, T: Transport> Loop<S, T> {
     fn run(mut self, rx: Receiver<Command<S::Output>>) {
         let tick = self.cfg.tick_interval;
-        let mut next_tick = Instant::now() + tick;
+        // The first Ready is handled at once (a restarted single member elects itself
+        // without waiting a tick).
+        let mut next_tick = Instant::now();
         let result = loop {
             match rx.recv_deadline(next_tick) {
                 Ok(cmd) => {

@@ -275,6 +275,19 @@ impl LeaseApi for LeaseFrontend {
         &self,
         req: LeaseKeepAliveRequest,
     ) -> Result<LeaseKeepAliveResponse, EtcdError> {
+        if self.lessor.is_primary() {
+            // As etcd's leader does: renew only once everything committed is applied, so
+            // that a lease granted just before is known here.
+            let st = self.server.raft().status();
+            let applied = tokio::time::timeout(
+                self.server.limits.request_timeout,
+                self.server.raft().wait_applied(st.commit_index),
+            )
+            .await;
+            if !matches!(applied, Ok(Ok(()))) {
+                return Err(EtcdError::Timeout);
+            }
+        }
         let ttl = match self.lessor.renew(req.id) {
             Ok(ttl) => {
                 metrics::counter!("etcd_debugging_lease_renewed_total").increment(1);
