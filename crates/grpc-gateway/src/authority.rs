@@ -7,7 +7,9 @@
 //! the socket and the HTTP/2 server: it reads the client's frames, decodes every header
 //! block, replaces a URL-shaped authority by its `host:port`, and re-encodes the block as
 //! literals without indexing (so the server's HPACK table stays empty and in step).
-//! Other frames pass through untouched; HTTP/1 connections are not looked at.
+//! Other frames pass through untouched; HTTP/1 connections are not looked at. A connection
+//! whose first header block needs no fix is passed through from then on: decoding every
+//! block costs about a fifth of the server's CPU under load.
 
 use std::io;
 use std::pin::Pin;
@@ -54,6 +56,9 @@ pub struct AuthorityFix<IO> {
     out: BytesMut,
     decoder: hpack::Decoder<'static>,
     pending: Option<PendingHeaders>,
+    /// Whether a header block was re-encoded: from then on every block must be (the
+    /// server's HPACK table no longer follows the client's).
+    rewritten: bool,
     eof: bool,
 }
 
@@ -67,6 +72,7 @@ impl<IO> AuthorityFix<IO> {
             out: BytesMut::new(),
             decoder: hpack::Decoder::new(),
             pending: None,
+            rewritten: false,
             eof: false,
         }
     }
@@ -163,6 +169,18 @@ impl<IO> AuthorityFix<IO> {
                 return;
             }
         };
+        let needs_fix = headers.iter().any(|(name, value)| {
+            name.as_slice() == b":authority" && fix_authority(value).as_deref() != Some(value)
+        });
+        if !needs_fix && !self.rewritten {
+            // A client that sends a well-formed authority on its first request does so on
+            // every request of the connection (one authority per channel): the block and
+            // all that follows pass unchanged, and HPACK decoding (costly) stops here.
+            emit_headers(&mut self.out, &p, &p.block);
+            self.pass_through();
+            return;
+        }
+        self.rewritten = true;
         let mut block = Vec::with_capacity(p.block.len() + 32);
         for (name, value) in &headers {
             if name.as_slice() == b":authority" {
@@ -442,6 +460,31 @@ mod tests {
             assert_eq!(auth.1, b"127.0.0.1:2379");
             assert_eq!(b.len(), 5);
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_a_valid_first_authority_passes_unchanged() {
+        let mut enc = hpack::Encoder::new();
+        let req = |path: &'static [u8]| {
+            vec![
+                (&b":method"[..], &b"POST"[..]),
+                (&b":path"[..], path),
+                (&b":authority"[..], &b"127.0.0.1:2379"[..]),
+            ]
+        };
+        let mut input = PREFACE.to_vec();
+        input.extend(headers_frame(
+            &enc.encode(req(b"/etcdserverpb.KV/Put")),
+            FLAG_END_HEADERS,
+            1,
+        ));
+        input.extend(headers_frame(
+            &enc.encode(req(b"/etcdserverpb.KV/Range")),
+            FLAG_END_HEADERS,
+            3,
+        ));
+        input.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(filter(input.clone()).await, input);
     }
 
     #[tokio::test]

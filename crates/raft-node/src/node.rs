@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub max_size_per_msg: u64,
     /// Append messages in flight to one follower.
     pub max_inflight_msgs: usize,
+    /// Fast-forward election ticks at start (etcd's `--initial-election-tick-advance`).
+    pub initial_election_tick_advance: bool,
 }
 
 impl NodeConfig {
@@ -76,6 +78,7 @@ impl NodeConfig {
             snapshot_catchup_entries: 5_000,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 4096 / 8,
+            initial_election_tick_advance: true,
         }
     }
 }
@@ -460,6 +463,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         // The first Ready is handled at once (a restarted single member elects itself
         // without waiting a tick).
         let mut next_tick = Instant::now();
+        let mut advance_ticks = self.cfg.initial_election_tick_advance;
         let result = loop {
             match rx.recv_deadline(next_tick) {
                 Ok(cmd) => {
@@ -482,6 +486,17 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
             let now = Instant::now();
+            if advance_ticks && !self.conf_state.voters.is_empty() {
+                // etcd's --initial-election-tick-advance: a member of a multi-member
+                // cluster that (re)starts fast-forwards to the edge of its election timeout
+                // instead of waiting a whole one (pre-vote keeps a live leader in place).
+                advance_ticks = false;
+                if self.conf_state.voters.len() > 1 {
+                    for _ in 1..self.cfg.election_ticks {
+                        self.raw.tick();
+                    }
+                }
+            }
             if now >= next_tick {
                 self.raw.tick();
                 self.retry_reads(now);

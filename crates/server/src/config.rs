@@ -106,6 +106,16 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub experimental_snapshot_catchup_entries: u64,
+    /// Whether to fast-forward initial election ticks on boot for faster election.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub initial_election_tick_advance: bool,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,

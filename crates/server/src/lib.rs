@@ -238,6 +238,7 @@ pub async fn run(
     node_cfg.election_ticks = election_ticks;
     node_cfg.snapshot_count = cfg.snapshot_count;
     node_cfg.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
+    node_cfg.initial_election_tick_advance = cfg.initial_election_tick_advance;
     let raft = tokio::task::block_in_place(|| {
         cairn_raft_node::start(
             node_cfg,

@@ -223,7 +223,29 @@ impl Results {
     }
 }
 
+/// Installs the Debian `etcd-server` package (and the other packages the build needs)
+/// through `scripts/install-deps.sh` when the etcd binary is missing.
+fn install_etcd(etcd: &std::path::Path) -> anyhow::Result<()> {
+    if etcd.exists() {
+        return Ok(());
+    }
+    eprintln!("== {} not found: installing etcd-server", etcd.display());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join("install-deps.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
+}
+
 pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+    install_etcd(&args.etcd_bin)?;
     for (kind, bin) in [(Kind::Cairn, &args.cairn_bin), (Kind::Etcd, &args.etcd_bin)] {
         if !bin.exists() {
             bail!(
