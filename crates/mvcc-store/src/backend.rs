@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
-    BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor, CompactOptions,
-    DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    CompactOptions, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
 };
 
 use crate::error::MvccError;
@@ -63,6 +63,8 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+/// The block cache shared by every column family.
+const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// The memtable budget of the whole database.
 const DB_WRITE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 /// One memtable of the key column family (where nearly all writes go).
@@ -81,8 +83,13 @@ impl Backend {
         // Bounded memory: all memtables together stay under DB_WRITE_BUFFER_BYTES (RocksDB
         // flushes the largest when they reach it) instead of 64 MiB per column family.
         options.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
+        // One block cache for every column family, of a fixed size.
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
         let families = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf_options = Options::default();
+            cf_options.set_block_based_table_factory(&table);
             cf_options.set_compression_type(DBCompressionType::Lz4);
             let buffer = if *name == CF_KEY {
                 KEY_WRITE_BUFFER_BYTES
