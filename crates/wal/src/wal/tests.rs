@@ -42,8 +42,20 @@ fn of_entries(entries: Vec<EntryRecord>) -> WalBatch {
     }
 }
 
+/// The default options with a small preallocation window: every test exercises writing
+/// into preallocated space and replaying its zeros, without copying megabytes of them.
+fn opts() -> WalOptions {
+    WalOptions {
+        preallocate_bytes: 4096,
+        ..WalOptions::default()
+    }
+}
+
 fn tiny(segment_bytes: u64) -> WalOptions {
-    WalOptions { segment_bytes }
+    WalOptions {
+        segment_bytes,
+        ..opts()
+    }
 }
 
 fn new_wal(opts: WalOptions) -> (tempfile::TempDir, PathBuf, Wal) {
@@ -54,7 +66,7 @@ fn new_wal(opts: WalOptions) -> (tempfile::TempDir, PathBuf, Wal) {
 }
 
 fn reopen(dir: &Path) -> (Wal, Replayed) {
-    Wal::open(dir, WalOptions::default()).unwrap()
+    Wal::open(dir, opts()).unwrap()
 }
 
 fn segment_paths(dir: &Path) -> Vec<PathBuf> {
@@ -100,11 +112,25 @@ fn seq_of(path: &Path) -> u64 {
     u64::from_str_radix(&name[..16], 16).unwrap()
 }
 
-/// Offsets `(start, end)` of the records in a segment file.
+/// Offsets `(start, end)` of the records in a segment file (which may end in the zeros
+/// of preallocated space).
 fn record_spans(path: &Path) -> Vec<(u64, u64)> {
-    let s = scan(&fs::read(path).unwrap(), seq_of(path));
-    assert_eq!(s.end, ScanEnd::Clean);
+    let bytes = fs::read(path).unwrap();
+    let s = scan(&bytes, seq_of(path));
+    if s.end != ScanEnd::Clean {
+        let end = s.valid_end() as usize;
+        assert!(
+            bytes[end..].iter().all(|b| *b == 0),
+            "{path:?}: {:?}",
+            s.end
+        );
+    }
     s.records.iter().map(|r| (r.offset, r.end)).collect()
+}
+
+/// Where a segment's records end: what follows is only preallocated zeros.
+fn data_len(path: &Path) -> u64 {
+    record_spans(path).last().map_or(0, |(_, end)| *end)
 }
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.
@@ -129,7 +155,7 @@ impl Rng {
 
 #[test]
 fn round_trip_of_entries_hard_state_snapshot_and_metadata() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     wal.append(&WalBatch {
         entries: entries(1..=3, 1),
         hard_state: Some(hs(1, 2)),
@@ -160,7 +186,7 @@ fn round_trip_of_entries_hard_state_snapshot_and_metadata() {
 
 #[test]
 fn a_new_log_replays_empty() {
-    let (_tmp, dir, wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, wal) = new_wal(opts());
     assert_eq!(wal.last_index(), 0);
     drop(wal);
     let (wal, replayed) = reopen(&dir);
@@ -181,7 +207,7 @@ fn a_new_log_replays_empty() {
 #[test]
 fn a_mark_at_index_zero_starts_the_log_at_one() {
     // What cairn-raft-node writes when it bootstraps a member.
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     wal.append(&WalBatch {
         entries: vec![],
         hard_state: Some(HardState::default()),
@@ -201,7 +227,7 @@ fn a_mark_at_index_zero_starts_the_log_at_one() {
 
 #[test]
 fn conflicting_entries_replace_the_log_from_their_index() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     wal.append(&of_entries(entries(1..=10, 1))).unwrap();
     wal.append(&of_entries(entries(6..=7, 2))).unwrap();
     assert_eq!(wal.last_index(), 7);
@@ -221,7 +247,7 @@ fn conflicting_entries_replace_the_log_from_their_index() {
 
 #[test]
 fn a_gap_is_refused_and_nothing_is_written() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     assert!(matches!(
         wal.append(&of_entries(vec![entry(2, 1)])),
         Err(WalError::Gap {
@@ -231,7 +257,7 @@ fn a_gap_is_refused_and_nothing_is_written() {
     ));
     wal.append(&of_entries(entries(1..=3, 1))).unwrap();
     let segment = segment_paths(&dir).remove(0);
-    let len = fs::metadata(&segment).unwrap().len();
+    let len = data_len(&segment);
 
     assert!(matches!(
         wal.append(&of_entries(vec![entry(5, 1)])),
@@ -252,7 +278,7 @@ fn a_gap_is_refused_and_nothing_is_written() {
             last_index: 4
         })
     ));
-    assert_eq!(fs::metadata(&segment).unwrap().len(), len);
+    assert_eq!(data_len(&segment), len);
     assert_eq!(wal.last_index(), 3);
 
     // A refusal does not poison the log.
@@ -265,7 +291,7 @@ fn a_gap_is_refused_and_nothing_is_written() {
 
 #[test]
 fn entries_under_the_mark_and_marks_going_back_are_refused() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     wal.append(&of_entries(entries(1..=5, 1))).unwrap();
     wal.append(&WalBatch {
         snapshot: Some(mark(3, 1)),
@@ -313,11 +339,11 @@ fn entries_under_the_mark_and_marks_going_back_are_refused() {
 
 #[test]
 fn an_empty_batch_writes_nothing() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     let segment = segment_paths(&dir).remove(0);
-    let len = fs::metadata(&segment).unwrap().len();
+    let len = data_len(&segment);
     wal.append(&WalBatch::default()).unwrap();
-    assert_eq!(fs::metadata(&segment).unwrap().len(), len);
+    assert_eq!(data_len(&segment), len);
 }
 
 /// Appends entries 1..=40, each batch one entry and a hard state, to a log whose segments
@@ -342,7 +368,7 @@ fn segments_are_cut_when_full_and_named_by_sequence_and_first_index() {
     assert!(segments.len() >= 10, "{} segments", segments.len());
     for (i, seg) in segments.iter().enumerate() {
         assert_eq!(seg.seq, i as u64);
-        let len = fs::metadata(&seg.path).unwrap().len();
+        let len = data_len(&seg.path);
         let spans = record_spans(&seg.path);
         // Never over the limit, except a segment of a single batch.
         assert!(
@@ -468,7 +494,7 @@ fn release_keeps_entries_rewritten_after_a_cut() {
 /// A log whose last segment ends with a batch of one entry (index 6); returns the span of
 /// that last record.
 fn log_ending_in_one_entry() -> (tempfile::TempDir, PathBuf, PathBuf, u64, u64) {
-    let (tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (tmp, dir, mut wal) = new_wal(opts());
     wal.append(&WalBatch {
         entries: entries(1..=3, 1),
         hard_state: Some(hs(1, 2)),
@@ -485,17 +511,16 @@ fn log_ending_in_one_entry() -> (tempfile::TempDir, PathBuf, PathBuf, u64, u64) 
     drop(wal);
     let segment = segment_paths(&dir).pop().unwrap();
     let (start, end) = *record_spans(&segment).last().unwrap();
-    assert_eq!(end, fs::metadata(&segment).unwrap().len());
+    assert_eq!(end, data_len(&segment));
     (tmp, dir, segment, start, end)
 }
 
 fn assert_repaired_and_appendable(dir: &Path, segment: &Path, start: u64, what: &str) {
-    let (mut wal, replayed) =
-        Wal::open(dir, WalOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (mut wal, replayed) = Wal::open(dir, opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(replayed.entries, entries(1..=5, 1), "{what}");
     assert_eq!(replayed.hard_state, Some(hs(1, 4)), "{what}");
     assert_eq!(wal.last_index(), 5, "{what}");
-    assert_eq!(fs::metadata(segment).unwrap().len(), start, "{what}");
+    assert_eq!(data_len(segment), start, "{what}");
     wal.append(&of_entries(vec![entry(6, 2)])).unwrap();
     drop(wal);
     let (_, replayed) = reopen(dir);
@@ -559,7 +584,7 @@ fn random_garbage_after_the_last_record_is_a_torn_tail() {
 
 #[test]
 fn a_damaged_record_with_valid_records_after_it_is_corrupt() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     for i in 1..=5 {
         wal.append(&WalBatch {
             entries: vec![entry(i, 1)],
@@ -580,7 +605,7 @@ fn a_damaged_record_with_valid_records_after_it_is_corrupt() {
                 let mut bytes = fs::read(&copy_segment).unwrap();
                 bytes[at as usize] ^= flip;
                 fs::write(&copy_segment, &bytes).unwrap();
-                let err = Wal::open(&copy_dir, WalOptions::default()).unwrap_err();
+                let err = Wal::open(&copy_dir, opts()).unwrap_err();
                 let (path, offset, reason) = corrupt_location(err);
                 assert_eq!(path, copy_segment, "byte {at} ^ {flip:#x}");
                 assert_eq!(offset, start, "byte {at} ^ {flip:#x}: {reason}");
@@ -604,8 +629,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     let mut bytes = fs::read(&copy_first).unwrap();
     bytes[last_end as usize - 1] ^= 0x01;
     fs::write(&copy_first, &bytes).unwrap();
-    let (path, offset, reason) =
-        corrupt_location(Wal::open(&copy, WalOptions::default()).unwrap_err());
+    let (path, offset, reason) = corrupt_location(Wal::open(&copy, opts()).unwrap_err());
     assert_eq!((path, offset), (copy_first.clone(), last_start));
     assert_eq!(
         reason,
@@ -618,15 +642,14 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     let file = OpenOptions::new().write(true).open(&copy_first).unwrap();
     file.set_len(last_end - 1).unwrap();
     drop(file);
-    let (path, offset, _) = corrupt_location(Wal::open(&copy, WalOptions::default()).unwrap_err());
+    let (path, offset, _) = corrupt_location(Wal::open(&copy, opts()).unwrap_err());
     assert_eq!((path, offset), (copy_first, last_start));
 
     // A missing one.
     let (_copy, copy) = copy_dir(&dir);
     let names = file_names(&copy);
     fs::remove_file(copy.join(&names[3])).unwrap();
-    let (path, offset, reason) =
-        corrupt_location(Wal::open(&copy, WalOptions::default()).unwrap_err());
+    let (path, offset, reason) = corrupt_location(Wal::open(&copy, opts()).unwrap_err());
     assert_eq!((path, offset), (copy.join(&names[4]), 0));
     assert_eq!(reason, "segment 0000000000000003 before it is missing");
 
@@ -635,8 +658,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_corrupt() {
     let names = file_names(&copy);
     let twin = copy.join("0000000000000003-00000000000000ff.wal");
     fs::copy(copy.join(&names[3]), &twin).unwrap();
-    let (path, offset, reason) =
-        corrupt_location(Wal::open(&copy, WalOptions::default()).unwrap_err());
+    let (path, offset, reason) = corrupt_location(Wal::open(&copy, opts()).unwrap_err());
     assert_eq!(offset, 0);
     assert!(path == twin || path == copy.join(&names[3]), "{path:?}");
     assert_eq!(reason, "two segments are numbered 0000000000000003");
@@ -684,12 +706,11 @@ fn a_segment_whose_start_was_torn_is_removed() {
 
 #[test]
 fn the_first_segment_torn_in_its_header_is_corrupt() {
-    let (_tmp, dir, wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, wal) = new_wal(opts());
     drop(wal);
     let first = segment_paths(&dir).remove(0);
     fs::write(&first, b"").unwrap();
-    let (path, offset, reason) =
-        corrupt_location(Wal::open(&dir, WalOptions::default()).unwrap_err());
+    let (path, offset, reason) = corrupt_location(Wal::open(&dir, opts()).unwrap_err());
     assert_eq!((path, offset), (first, 0));
     assert_eq!(reason, "the segment ends inside its header");
 }
@@ -807,7 +828,7 @@ fn every_acknowledged_batch_is_replayed() {
 
 #[test]
 fn a_failed_write_poisons_the_log_and_reopening_recovers() {
-    let (_tmp, dir, mut wal) = new_wal(WalOptions::default());
+    let (_tmp, dir, mut wal) = new_wal(opts());
     wal.append(&of_entries(entries(1..=2, 1))).unwrap();
     // Swap in a read-only handle: the next write fails as a full or broken disk would.
     let path = segment_paths(&dir).remove(0);
@@ -834,7 +855,7 @@ fn create_and_open_report_what_is_there() {
     let dir = tmp.path().join("a").join("wal");
     assert!(!Wal::exists(&dir));
     assert!(matches!(
-        Wal::open(&dir, WalOptions::default()),
+        Wal::open(&dir, opts()),
         Err(WalError::NotFound(p)) if p == dir
     ));
     fs::create_dir_all(&dir).unwrap();
@@ -842,17 +863,17 @@ fn create_and_open_report_what_is_there() {
     fs::write(dir.join("0000000000000000-0000000000000001.wal.tmp"), b"x").unwrap();
     assert!(!Wal::exists(&dir));
     assert!(matches!(
-        Wal::open(&dir, WalOptions::default()),
+        Wal::open(&dir, opts()),
         Err(WalError::NotFound(p)) if p == dir
     ));
 
-    let wal = Wal::create(&dir, META, WalOptions::default()).unwrap();
+    let wal = Wal::create(&dir, META, opts()).unwrap();
     assert!(Wal::exists(&dir));
     assert!(!dir
         .join("0000000000000000-0000000000000001.wal.tmp")
         .exists());
     assert!(matches!(
-        Wal::create(&dir, META, WalOptions::default()),
+        Wal::create(&dir, META, opts()),
         Err(WalError::AlreadyExists(p)) if p == dir
     ));
     drop(wal);
@@ -892,7 +913,7 @@ fn garbage_files_never_panic() {
             let name = Segment::new(dir, seq, 1 + rng.below(3)).path;
             fs::write(name, &bytes).unwrap();
         }
-        if let Ok((_, replayed)) = Wal::open(dir, WalOptions::default()) {
+        if let Ok((_, replayed)) = Wal::open(dir, opts()) {
             assert_well_formed(&replayed);
         }
     }
@@ -925,10 +946,39 @@ fn damaged_logs_never_panic() {
             }
             fs::write(path, &bytes).unwrap();
         }
-        match Wal::open(&copy, WalOptions::default()) {
+        match Wal::open(&copy, opts()) {
             Ok((_, replayed)) => assert_well_formed(&replayed),
             Err(WalError::Corrupt { .. }) => {}
             Err(other) => panic!("round {round}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn preallocated_space_is_not_a_torn_tail_and_sealed_segments_have_none() {
+    let (_tmp, dir, mut wal) = new_wal(tiny(600));
+    for i in 1..=20u64 {
+        wal.append(&of_entries(vec![entry(i, 1)])).unwrap();
+    }
+    drop(wal);
+    let paths = segment_paths(&dir);
+    assert!(paths.len() > 1, "{paths:?}");
+    // Sealed segments end at their last record; the active one is allocated ahead.
+    for p in &paths[..paths.len() - 1] {
+        assert_eq!(fs::metadata(p).unwrap().len(), data_len(p), "{p:?}");
+    }
+    let active = paths.last().unwrap();
+    let allocated = fs::metadata(active).unwrap().len();
+    assert!(
+        allocated > data_len(active),
+        "{allocated} vs {}",
+        data_len(active)
+    );
+    // Reopening neither cuts nor reports the zeros, and appends go after the last record.
+    let (mut wal, replayed) = reopen(&dir);
+    assert_eq!(replayed.entries, entries(1..=20, 1));
+    assert_eq!(fs::metadata(active).unwrap().len(), allocated);
+    wal.append(&of_entries(vec![entry(21, 1)])).unwrap();
+    drop(wal);
+    assert_eq!(reopen(&dir).1.entries, entries(1..=21, 1));
 }
