@@ -160,3 +160,23 @@ fn five_members_write_through_two_failures_and_stop_without_a_quorum() {
     );
     assert_eq!(cluster.etcdctl(&["put", "q", "3-again"]).ok(), "OK\n");
 }
+
+#[test]
+fn a_keep_alive_through_a_follower_right_after_the_grant_finds_the_lease() {
+    let cluster = Cluster::start(3);
+    let rt = runtime();
+    let (leader, _) = rt.block_on(cluster.wait_leader(None));
+    let follower = &cluster.members[(leader + 1) % 3];
+    rt.block_on(async {
+        let mut client = follower.client().await;
+        for _ in 0..200 {
+            let id = client.lease_grant(60, None).await.expect("grant").id();
+            let (mut keeper, mut responses) =
+                client.lease_keep_alive(id).await.expect("keep-alive");
+            keeper.keep_alive().await.expect("send keep-alive");
+            let first = responses.message().await.expect("response").expect("one");
+            // A member that has not applied the grant yet must not answer "unknown lease".
+            assert_eq!((first.id(), first.ttl()), (id, 60));
+        }
+    });
+}

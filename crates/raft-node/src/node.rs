@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -222,6 +223,7 @@ pub struct RaftHandle<O> {
     tx: Sender<Command<O>>,
     status: watch::Receiver<NodeStatus>,
     applied: watch::Receiver<u64>,
+    committed: Arc<AtomicU64>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -231,6 +233,7 @@ impl<O> Clone for RaftHandle<O> {
             tx: self.tx.clone(),
             status: self.status.clone(),
             applied: self.applied.clone(),
+            committed: self.committed.clone(),
             thread: self.thread.clone(),
         }
     }
@@ -286,6 +289,13 @@ impl<O: Send + 'static> RaftHandle<O> {
             .send(Command::ReadIndex { reply })
             .map_err(|_| RaftError::Stopped)?;
         rx.await.map_err(|_| RaftError::Stopped)?
+    }
+
+    /// The highest index this member knows to be committed, published before any message
+    /// that could tell another member about it leaves (so it is never behind what a
+    /// client learnt elsewhere).
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(AtomicOrdering::Acquire)
     }
 
     /// Waits until this member has applied `index`.
@@ -368,6 +378,7 @@ struct Loop<S: StateMachine, T: Transport> {
     campaign_alone: bool,
     status_tx: watch::Sender<NodeStatus>,
     applied_tx: watch::Sender<u64>,
+    committed: Arc<AtomicU64>,
 }
 
 /// Starts a node: opens (or bootstraps) its log, builds the raft state and runs the Ready
@@ -426,6 +437,7 @@ where
     let (status_tx, status_rx) = watch::channel(initial);
     let (applied_tx, applied_rx) = watch::channel(sm_applied);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let committed = Arc::new(AtomicU64::new(recovered.hard_state.commit));
     let mut lp = Loop {
         ids: IdGenerator::new(cfg.id),
         cfg,
@@ -443,6 +455,7 @@ where
         campaign_alone: true,
         status_tx,
         applied_tx,
+        committed: committed.clone(),
     };
     lp.maybe_campaign_alone();
     let thread = std::thread::Builder::new()
@@ -453,6 +466,7 @@ where
         tx,
         status: status_rx,
         applied: applied_rx,
+        committed,
         thread: Arc::new(Mutex::new(Some(thread))),
     })
 }
@@ -518,6 +532,8 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             }
             self.maybe_campaign_alone();
             self.issue_reads();
+            self.committed
+                .fetch_max(self.raw.raft.raft_log.committed, AtomicOrdering::AcqRel);
             if let Err(e) = self.on_ready() {
                 break Err(e);
             }
@@ -700,6 +716,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.log.note_commit(commit);
+            self.committed.fetch_max(commit, AtomicOrdering::AcqRel);
         }
         if !light.messages().is_empty() {
             let msgs = light.take_messages();

@@ -275,18 +275,21 @@ impl LeaseApi for LeaseFrontend {
         &self,
         req: LeaseKeepAliveRequest,
     ) -> Result<LeaseKeepAliveResponse, EtcdError> {
-        if self.lessor.is_primary() {
-            // As etcd's leader does: renew only once everything committed is applied, so
-            // that a lease granted just before is known here.
-            let st = self.server.raft().status();
-            let applied = tokio::time::timeout(
-                self.server.limits.request_timeout,
-                self.server.raft().wait_applied(st.commit_index),
-            )
-            .await;
-            if !matches!(applied, Ok(Ok(()))) {
-                return Err(EtcdError::Timeout);
-            }
+        if self.server.raft().status().role != Role::Leader {
+            // Only the leader's lessor renews; this member may not even have applied the
+            // grant yet, so it must not answer "unknown lease" (TTL 0) itself.
+            return self.forward_keep_alive(req).await;
+        }
+        // As etcd's leader does: renew only once everything committed is applied, so
+        // that a lease granted just before is known here.
+        let committed = self.server.raft().committed_index();
+        let applied = tokio::time::timeout(
+            self.server.limits.request_timeout,
+            self.server.raft().wait_applied(committed),
+        )
+        .await;
+        if !matches!(applied, Ok(Ok(()))) {
+            return Err(EtcdError::Timeout);
         }
         let ttl = match self.lessor.renew(req.id) {
             Ok(ttl) => {
@@ -295,7 +298,8 @@ impl LeaseApi for LeaseFrontend {
             }
             // etcd answers an unknown lease with TTL 0 rather than an error.
             Err(LeaseError::NotFound) => 0,
-            Err(LeaseError::NotPrimary) => return self.forward_keep_alive(req).await,
+            // A leader whose lessor is not promoted yet (just elected): the client retries.
+            Err(LeaseError::NotPrimary) => return Err(EtcdError::NotLeader),
             Err(e) => return Err(EtcdError::Internal(e.to_string())),
         };
         Ok(LeaseKeepAliveResponse {
