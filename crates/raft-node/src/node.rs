@@ -379,6 +379,28 @@ struct Loop<S: StateMachine, T: Transport> {
     status_tx: watch::Sender<NodeStatus>,
     applied_tx: watch::Sender<u64>,
     committed: Arc<AtomicU64>,
+    gauges: Gauges,
+}
+
+/// The node's gauges, looked up once (the Ready loop sets them on every turn).
+struct Gauges {
+    has_leader: metrics::Gauge,
+    is_leader: metrics::Gauge,
+    committed: metrics::Gauge,
+    applied: metrics::Gauge,
+    pending: metrics::Gauge,
+}
+
+impl Gauges {
+    fn new() -> Self {
+        Gauges {
+            has_leader: metrics::gauge!("etcd_server_has_leader"),
+            is_leader: metrics::gauge!("etcd_server_is_leader"),
+            committed: metrics::gauge!("etcd_server_proposals_committed_total"),
+            applied: metrics::gauge!("etcd_server_proposals_applied_total"),
+            pending: metrics::gauge!("etcd_server_proposals_pending"),
+        }
+    }
 }
 
 /// Starts a node: opens (or bootstraps) its log, builds the raft state and runs the Ready
@@ -456,6 +478,7 @@ where
         status_tx,
         applied_tx,
         committed: committed.clone(),
+        gauges: Gauges::new(),
     };
     lp.maybe_campaign_alone();
     let thread = std::thread::Builder::new()
@@ -886,7 +909,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             }
         }
         let _ = self.applied_tx.send(self.applied);
-        metrics::gauge!("etcd_server_proposals_applied_total").set(self.applied as f64);
+        self.gauges.applied.set(self.applied as f64);
         Ok(())
     }
 
@@ -945,10 +968,13 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             voters: self.conf_state.voters.clone(),
             learners: self.conf_state.learners.clone(),
         };
-        metrics::gauge!("etcd_server_has_leader").set(if raft.leader_id != 0 { 1.0 } else { 0.0 });
-        metrics::gauge!("etcd_server_is_leader").set(if role == Role::Leader { 1.0 } else { 0.0 });
-        metrics::gauge!("etcd_server_proposals_committed_total").set(status.commit_index as f64);
-        metrics::gauge!("etcd_server_proposals_pending").set(self.proposals.len() as f64);
+        let g = &self.gauges;
+        g.has_leader
+            .set(if raft.leader_id != 0 { 1.0 } else { 0.0 });
+        g.is_leader
+            .set(if role == Role::Leader { 1.0 } else { 0.0 });
+        g.committed.set(status.commit_index as f64);
+        g.pending.set(self.proposals.len() as f64);
         self.status_tx.send_if_modified(|old| {
             if *old != status {
                 *old = status;

@@ -6,6 +6,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cairn_grpc_gateway::api::{ClusterApi, KvApi, MaintenanceApi, SnapshotChunks};
@@ -40,7 +41,7 @@ const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
 pub(crate) struct Frontend {
     server: Arc<EtcdServer>,
     alarms: Arc<Alarms>,
-    quota_bytes: u64,
+    quota: Quota,
     snapshot_dir: PathBuf,
 }
 
@@ -54,23 +55,24 @@ impl Frontend {
         snapshot_dir: PathBuf,
     ) -> Self {
         Frontend {
+            quota: Quota {
+                server: server.clone(),
+                bytes: quota_bytes,
+                size: Arc::new(SizeCache::default()),
+            },
             server,
             alarms,
-            quota_bytes,
             snapshot_dir,
         }
     }
 
     /// The quota in front of this member's writes.
     pub(crate) fn quota(&self) -> Quota {
-        Quota {
-            server: self.server.clone(),
-            bytes: self.quota_bytes,
-        }
+        self.quota.clone()
     }
 
     async fn check_quota(&self, cost: u64) -> Result<(), EtcdError> {
-        self.quota().check(cost).await
+        self.quota.check(cost).await
     }
 
     fn header_now(&self) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
@@ -84,13 +86,50 @@ impl Frontend {
 pub(crate) struct Quota {
     server: Arc<EtcdServer>,
     bytes: u64,
+    size: Arc<SizeCache>,
+}
+
+/// The backend size, read from RocksDB at most every [`SIZE_REFRESH`]: reading its
+/// properties on every write cost about 2% of the server's CPU under load.
+struct SizeCache {
+    origin: Instant,
+    bytes: AtomicU64,
+    read_at_ms: AtomicU64,
+}
+
+impl Default for SizeCache {
+    fn default() -> Self {
+        SizeCache {
+            origin: Instant::now(),
+            bytes: AtomicU64::new(0),
+            read_at_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+const SIZE_REFRESH: Duration = Duration::from_millis(100);
+
+impl SizeCache {
+    fn get(&self, backend: &cairn_mvcc_store::Backend) -> u64 {
+        let now = self.origin.elapsed().as_millis() as u64;
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        if at == u64::MAX || now.saturating_sub(at) >= SIZE_REFRESH.as_millis() as u64 {
+            self.bytes.store(backend.size_bytes(), Ordering::Relaxed);
+            self.read_at_ms.store(now, Ordering::Relaxed);
+        }
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl Quota {
     /// Refuses a write of `cost` bytes that would take the backend over the quota, and
-    /// raises NOSPACE for this member.
+    /// raises NOSPACE for this member. Far from the quota a recent size is enough; near
+    /// it the size is read afresh.
     pub(crate) async fn check(&self, cost: u64) -> Result<(), EtcdError> {
-        if cost == 0 || self.server.backend.size_bytes() + cost < self.bytes {
+        if cost == 0 || self.size.get(&self.server.backend) + cost < self.bytes / 10 * 9 {
+            return Ok(());
+        }
+        if self.server.backend.size_bytes() + cost < self.bytes {
             return Ok(());
         }
         let raise = AlarmRequest {
