@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cairn_grpc_gateway::EtcdError;
 use cairn_lease_manager::Lessor;
 use cairn_mvcc_store::backend::CF_MEMBERS;
+use cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY;
 use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
@@ -406,18 +407,9 @@ impl StateMachine for Applier {
         cairn_mvcc_store::snapshot::unpack(std::io::BufReader::new(file), &dir)
             .map_err(|e| err("unpacking the snapshot", &e))?;
         let backend = self.store.backend().clone();
-        // This member's own records survive; the snapshot's metadata joins them.
+        // The restore keeps this member's id (MEMBER_LOCAL_KEYS); the cluster id is the
+        // leader's too. The snapshot's metadata joins them in the same batch.
         let mut extra = BackendBatch::new();
-        let cf = backend
-            .cf_handle(CF_MEMBERS)
-            .ok_or_else(|| ApplyError("no members column family".into()))?;
-        for key in LOCAL_KEYS {
-            match backend.db().get_cf(cf, key) {
-                Ok(Some(v)) => extra.put_cf(CF_MEMBERS, key, v),
-                Ok(None) => {}
-                Err(e) => return Err(err("reading local records", &e)),
-            }
-        }
         let encoded = meta
             .write_to_bytes()
             .map_err(|e| err("encoding snapshot metadata", &e))?;
@@ -457,10 +449,6 @@ impl StateMachine for Applier {
         SnapshotMetadata::parse_from_bytes(&bytes).ok()
     }
 }
-
-/// The member-local records of the members column family, kept across a restore.
-const LOCAL_KEYS: [&[u8]; 2] = [b"cluster_id", b"member_id"];
-use cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY;
 
 /// A checkpoint streamed as an archive; the checkpoint is deleted once read or dropped.
 struct CheckpointArchive {

@@ -88,9 +88,8 @@ pub enum ServerError {
     Unsupported(String),
 }
 
-const MEMBERS_CF: &str = "members";
-const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
-const MEMBER_ID_KEY: &[u8] = b"member_id";
+use cairn_mvcc_store::backend::{CF_MEMBERS as MEMBERS_CF, MEMBER_ID_KEY};
+use members::CLUSTER_ID_KEY;
 
 /// Who this member is and, for a member without a log yet, the log's initial members.
 struct Identity {

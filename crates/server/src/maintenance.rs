@@ -429,11 +429,14 @@ fn stream_archive(
 
 /// Records of the `members` column family that belong to the cluster a snapshot came
 /// from, not to the one restored from it.
-const MEMBERS_DROPPED_PREFIXES: [&[u8]; 2] = [b"m/", b"r/"];
+const MEMBERS_DROPPED_PREFIXES: [&[u8]; 2] = [
+    crate::members::MEMBER_PREFIX,
+    crate::members::REMOVED_PREFIX,
+];
 const MEMBERS_DROPPED_KEYS: [&[u8]; 3] = [
     cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY,
-    b"member_id",
-    b"cluster_id",
+    cairn_mvcc_store::backend::MEMBER_ID_KEY,
+    crate::members::CLUSTER_ID_KEY,
 ];
 
 /// Builds a new data dir at `data_dir` from the snapshot `file` (written by

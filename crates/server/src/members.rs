@@ -14,8 +14,12 @@ use cairn_raft_node::PeerUrls;
 use parking_lot::RwLock;
 use prost::Message as _;
 
-const MEMBER_PREFIX: &[u8] = b"m/";
-const REMOVED_PREFIX: &[u8] = b"r/";
+/// Key prefix of a member's record (then its id, big-endian).
+pub(crate) const MEMBER_PREFIX: &[u8] = b"m/";
+/// Key prefix of a removed member's id.
+pub(crate) const REMOVED_PREFIX: &[u8] = b"r/";
+/// The cluster id (the same on every member of a cluster).
+pub(crate) const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 
 fn member_key(id: u64) -> Vec<u8> {
     [MEMBER_PREFIX, &id.to_be_bytes()].concat()
