@@ -102,21 +102,14 @@ impl EtcdServer {
     fn not_found(&self, _id: u64) -> EtcdError {
         EtcdError::MemberNotFound
     }
-
-    async fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, EtcdError> {
-        let (_, url) = self.leader_client_url()?;
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| EtcdError::Internal(e.to_string()))?
-            .timeout(self.limits.request_timeout)
-            .connect()
-            .await
-            .map_err(|_| EtcdError::Unhealthy)?;
-        Ok(ClusterClient::new(channel))
-    }
 }
 
 fn remote(status: tonic::Status) -> EtcdError {
-    EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into())
+    match status.code() {
+        // The leader cannot be reached.
+        tonic::Code::Unavailable => EtcdError::Unhealthy,
+        _ => EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into()),
+    }
 }
 
 #[async_trait]
@@ -251,7 +244,7 @@ impl ClusterApi for EtcdServer {
     ) -> Result<MemberPromoteResponse, EtcdError> {
         if self.raft.status().role != Role::Leader {
             // Only the leader knows how far the learner is: ask it.
-            let mut client = self.leader_client().await?;
+            let mut client = ClusterClient::new(self.leader_channel()?);
             return client
                 .member_promote(req)
                 .await

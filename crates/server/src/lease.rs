@@ -157,38 +157,21 @@ pub struct LeaseFrontend {
     server: Arc<EtcdServer>,
     lessor: Arc<Lessor>,
     ids: LeaseIds,
-    /// A channel to the leader's client URL (by leader id), for requests only the
-    /// leader's lessor can answer.
-    leader: tokio::sync::Mutex<Option<(u64, LeaseClient<Channel>)>>,
     quota: Option<crate::maintenance::Quota>,
 }
 
 impl LeaseFrontend {
-    /// A Lease client connected to the current leader (followers forward keep-alives and
+    /// A Lease client to the current leader (followers forward keep-alives and
     /// time-to-live requests there, as etcd's members do).
-    async fn leader(&self) -> Result<LeaseClient<Channel>, EtcdError> {
-        let (leader, url) = self.server.leader_client_url()?;
-        let mut cached = self.leader.lock().await;
-        if let Some((id, client)) = cached.as_ref() {
-            if *id == leader {
-                return Ok(client.clone());
-            }
-        }
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| EtcdError::Internal(e.to_string()))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(self.server.limits.request_timeout)
-            .connect_lazy();
-        let client = LeaseClient::new(channel);
-        *cached = Some((leader, client.clone()));
-        Ok(client)
+    fn leader(&self) -> Result<LeaseClient<Channel>, EtcdError> {
+        Ok(LeaseClient::new(self.server.leader_channel()?))
     }
 
     async fn forward_keep_alive(
         &self,
         req: LeaseKeepAliveRequest,
     ) -> Result<LeaseKeepAliveResponse, EtcdError> {
-        let mut client = self.leader().await?;
+        let mut client = self.leader()?;
         let mut stream = client
             .lease_keep_alive(futures::stream::iter([req]))
             .await
@@ -224,7 +207,6 @@ impl LeaseFrontend {
             server,
             lessor,
             ids,
-            leader: tokio::sync::Mutex::new(None),
             quota: None,
         }
     }
@@ -315,7 +297,7 @@ impl LeaseApi for LeaseFrontend {
     ) -> Result<LeaseTimeToLiveResponse, EtcdError> {
         if !self.lessor.is_primary() && self.server.raft().status().role != Role::Leader {
             // Only the leader's lessor knows the remaining time.
-            let mut client = self.leader().await?;
+            let mut client = self.leader()?;
             let resp = client
                 .lease_time_to_live(req)
                 .await

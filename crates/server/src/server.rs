@@ -15,6 +15,7 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_raft_node::{RaftError, RaftHandle, Role};
 use prost::Message as _;
+use tonic::transport::Channel;
 
 use crate::apply::{client_error, Applied};
 use crate::members::Membership;
@@ -58,6 +59,7 @@ pub struct EtcdServer {
     pub(crate) cluster_id: u64,
     pub(crate) member_id: u64,
     pub(crate) limits: RequestLimits,
+    leader_channel: parking_lot::Mutex<Option<(u64, Channel)>>,
 }
 
 fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
@@ -87,6 +89,7 @@ impl EtcdServer {
             backend,
             raft,
             limits,
+            leader_channel: parking_lot::Mutex::new(None),
         }
     }
 
@@ -110,19 +113,31 @@ impl EtcdServer {
         self.member_id
     }
 
-    /// The current leader's id and first client URL (followers forward requests only
-    /// the leader can answer there).
-    pub(crate) fn leader_client_url(&self) -> Result<(u64, String), EtcdError> {
+    /// A channel to the current leader's first client URL (followers forward requests
+    /// only the leader can answer there), kept while the leader stays the same.
+    pub(crate) fn leader_channel(&self) -> Result<Channel, EtcdError> {
         let leader = self.raft.status().leader_id;
         if leader == 0 {
             return Err(EtcdError::NoLeader);
+        }
+        let mut cached = self.leader_channel.lock();
+        if let Some((id, channel)) = cached.as_ref() {
+            if *id == leader {
+                return Ok(channel.clone());
+            }
         }
         let url = self
             .members
             .get(leader)
             .and_then(|m| m.client_ur_ls.first().cloned())
             .ok_or(EtcdError::NoLeader)?;
-        Ok((leader, url))
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| EtcdError::Internal(e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.limits.request_timeout)
+            .connect_lazy();
+        *cached = Some((leader, channel.clone()));
+        Ok(channel)
     }
 
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
