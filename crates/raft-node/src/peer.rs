@@ -93,17 +93,22 @@ impl PeerTransport {
         }
     }
 
+    /// The queue to member `to`, (re)starting its stream when its URLs changed or the
+    /// stream ended; `None` without URLs. The URLs are cloned only to start a stream.
     fn queue(&mut self, to: u64) -> Option<&mut PeerQueue> {
-        let urls = self.urls.get(to).filter(|u| !u.is_empty());
-        let Some(urls) = urls else {
-            self.queues.remove(&to);
-            return None;
+        let restart = {
+            let urls = self.urls.0.read();
+            let Some(current) = urls.get(&to).filter(|u| !u.is_empty()) else {
+                drop(urls);
+                self.queues.remove(&to);
+                return None;
+            };
+            self.queues
+                .get(&to)
+                .is_none_or(|q| q.urls != *current || q.tx.is_closed())
+                .then(|| current.clone())
         };
-        let stale = self
-            .queues
-            .get(&to)
-            .is_none_or(|q| q.urls != urls || q.tx.is_closed());
-        if stale {
+        if let Some(urls) = restart {
             let (tx, rx) = mpsc::channel(QUEUE_LEN);
             let stream = PeerStream {
                 cluster_id: self.cluster_id,
@@ -130,20 +135,18 @@ impl Transport for PeerTransport {
     fn send(&mut self, msgs: Vec<Message>) {
         for msg in msgs {
             let to = msg.to;
-            let events = self.events_tx.clone();
             let Some(queue) = self.queue(to) else {
                 tracing::debug!(to = %format!("{to:x}"), "no URL for a peer; message dropped");
                 continue;
             };
             match queue.tx.try_send(msg) {
                 Ok(()) => queue.unreachable_reported = false,
-                Err(_) => {
-                    if !queue.unreachable_reported {
-                        queue.unreachable_reported = true;
-                        tracing::warn!(to = %format!("{to:x}"), "peer queue full; dropping raft messages");
-                        let _ = events.send(PeerEvent::Unreachable(to));
-                    }
+                Err(_) if !queue.unreachable_reported => {
+                    queue.unreachable_reported = true;
+                    tracing::warn!(to = %format!("{to:x}"), "peer queue full; dropping raft messages");
+                    let _ = self.events_tx.send(PeerEvent::Unreachable(to));
                 }
+                Err(_) => {}
             }
         }
     }
