@@ -231,3 +231,22 @@ impl Cluster {
         }
     }
 }
+
+/// Connects to `endpoint` alone and watches every key from `start_revision` (the
+/// watchers of the fault tests, which resume on another member after a failure).
+pub async fn watch_all_from(
+    endpoint: &str,
+    start_revision: i64,
+) -> Result<etcd_client::WatchStream, String> {
+    let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+    let mut client = etcd_client::Client::connect([endpoint], Some(options))
+        .await
+        .map_err(|e| e.to_string())?;
+    let options = etcd_client::WatchOptions::new()
+        .with_all_keys()
+        .with_start_revision(start_revision);
+    client
+        .watch("", Some(options))
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -32,7 +32,7 @@ mod proxy;
 mod server;
 
 pub use background::{metric_gauge, wait_for_watchers, CtlProcess, BACKGROUND_DEADLINE};
-pub use cluster::{Cluster, MemberView, LEADER_DEADLINE};
+pub use cluster::{watch_all_from, Cluster, MemberView, LEADER_DEADLINE};
 pub use etcdctl::{etcdctl, etcdctl_with_stdin, CtlOutput};
 pub use grpc::{assert_status, grpc_status};
 pub use ids::{cluster_id, member_id};

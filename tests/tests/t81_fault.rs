@@ -10,11 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_tests::etcd_client::{
-    self, Compare, CompareOp, ConnectOptions, EventType, Txn, TxnOp, WatchOptions,
-};
+use cairn_tests::etcd_client::{self, Compare, CompareOp, ConnectOptions, EventType, Txn, TxnOp};
 use cairn_tests::linearizability::{CheckResult, History, Op, Outcome};
-use cairn_tests::Cluster;
+use cairn_tests::{watch_all_from, Cluster};
 use rand::Rng;
 
 /// Concurrent clients.
@@ -192,24 +190,7 @@ async fn watch_loop(endpoints: Vec<String>, watched: Arc<Mutex<Watched>>, done: 
     let mut member = 0;
     let mut next_rev: i64 = 1;
     while !done.load(Ordering::SeqCst) {
-        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
-        let attempt = async {
-            let mut client =
-                etcd_client::Client::connect([endpoints[member].as_str()], Some(options))
-                    .await
-                    .ok()?;
-            client
-                .watch(
-                    "",
-                    Some(
-                        WatchOptions::new()
-                            .with_all_keys()
-                            .with_start_revision(next_rev),
-                    ),
-                )
-                .await
-                .ok()
-        };
+        let attempt = async { watch_all_from(&endpoints[member], next_rev).await.ok() };
         let stream = tokio::time::timeout(OP_TIMEOUT, attempt)
             .await
             .ok()

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_tests::etcd_client::{self, ConnectOptions, EventType, WatchOptions};
-use cairn_tests::{server_kind, Cluster, ServerKind};
+use cairn_tests::etcd_client::{self, EventType};
+use cairn_tests::{server_kind, watch_all_from, Cluster, ServerKind};
 
 const SNAPSHOT_COUNT: usize = 100;
 /// Keys written on the majority while the member is cut off.
@@ -83,24 +83,7 @@ fn watcher_on_a_partitioned_member_sees_every_revision_once_after_snapshot_catch
         rt.spawn(async move {
             let mut next_rev = 1;
             loop {
-                let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
-                let stream = async {
-                    let mut client =
-                        etcd_client::Client::connect([endpoint.as_str()], Some(options))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    client
-                        .watch(
-                            "",
-                            Some(
-                                WatchOptions::new()
-                                    .with_all_keys()
-                                    .with_start_revision(next_rev),
-                            ),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())
-                };
+                let stream = watch_all_from(&endpoint, next_rev);
                 let why = match stream.await {
                     Err(e) => e,
                     Ok(mut stream) => loop {
