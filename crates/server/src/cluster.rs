@@ -40,6 +40,11 @@ fn valid_peer_urls(urls: &[String]) -> bool {
         })
 }
 
+/// A majority of `voters`.
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
 impl EtcdServer {
     fn members_response(&self, applied: Applied) -> Result<Vec<Member>, EtcdError> {
         match applied {
@@ -97,11 +102,6 @@ impl EtcdServer {
             })
             .count()
     }
-
-    /// etcd answers a removed id like an unknown one.
-    fn not_found(&self, _id: u64) -> EtcdError {
-        EtcdError::MemberNotFound
-    }
 }
 
 fn remote(status: tonic::Status) -> EtcdError {
@@ -144,7 +144,7 @@ impl ClusterApi for EtcdServer {
             // started members.
             let voters = existing.iter().filter(|m| !m.is_learner).count();
             let started = self.started_voters().await;
-            if started < voters.div_ceil(2) + 1 {
+            if started < quorum(voters + 1) {
                 return Err(EtcdError::MemberNotEnoughStarted);
             }
         }
@@ -181,10 +181,7 @@ impl ClusterApi for EtcdServer {
         &self,
         req: MemberRemoveRequest,
     ) -> Result<MemberRemoveResponse, EtcdError> {
-        let member = self
-            .members
-            .get(req.id)
-            .ok_or_else(|| self.not_found(req.id))?;
+        let member = self.members.get(req.id).ok_or(EtcdError::MemberNotFound)?;
         if !member.is_learner {
             let voters = self.members.list().iter().filter(|m| !m.is_learner).count();
             let started = self.started_voters().await;
@@ -193,7 +190,7 @@ impl ClusterApi for EtcdServer {
             } else {
                 started
             };
-            if voters <= 1 || remaining_started < (voters - 1) / 2 + 1 {
+            if voters <= 1 || remaining_started < quorum(voters - 1) {
                 return Err(EtcdError::MemberNotEnoughStarted);
             }
         }
@@ -215,7 +212,7 @@ impl ClusterApi for EtcdServer {
             return Err(EtcdError::MemberBadUrls);
         }
         if self.members.get(req.id).is_none() {
-            return Err(self.not_found(req.id));
+            return Err(EtcdError::MemberNotFound);
         }
         if self
             .members
@@ -258,10 +255,7 @@ impl ClusterApi for EtcdServer {
                     _ => remote(s),
                 });
         }
-        let member = self
-            .members
-            .get(req.id)
-            .ok_or_else(|| self.not_found(req.id))?;
+        let member = self.members.get(req.id).ok_or(EtcdError::MemberNotFound)?;
         if !member.is_learner {
             return Err(EtcdError::MemberNotLearner);
         }

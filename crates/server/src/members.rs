@@ -2,7 +2,7 @@
 //! names the member) and published attributes, kept in the `members` column family and in
 //! memory, and the peer URLs the transport dials.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_mvcc_store::backend::CF_MEMBERS;
@@ -32,7 +32,6 @@ fn removed_key(id: u64) -> Vec<u8> {
 #[derive(Debug, Default, Clone)]
 struct State {
     members: BTreeMap<u64, Member>,
-    removed: BTreeSet<u64>,
 }
 
 /// What a membership change did, for the member that applied it.
@@ -71,16 +70,10 @@ impl Membership {
         let mut state = State::default();
         for item in backend.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
             let (key, value) = item?;
-            if let Some(id) = key.strip_prefix(MEMBER_PREFIX) {
+            if key.starts_with(MEMBER_PREFIX) {
                 let member = Member::decode(&*value)
                     .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
-                if id.len() == 8 {
-                    state.members.insert(member.id, member);
-                }
-            } else if let Some(id) = key.strip_prefix(REMOVED_PREFIX) {
-                if let Ok(id) = <[u8; 8]>::try_from(id) {
-                    state.removed.insert(u64::from_be_bytes(id));
-                }
+                state.members.insert(member.id, member);
             }
         }
         for (id, m) in &state.members {
@@ -100,11 +93,6 @@ impl Membership {
     /// One member.
     pub fn get(&self, id: u64) -> Option<Member> {
         self.state.read().members.get(&id).cloned()
-    }
-
-    /// Whether `id` was removed from the cluster.
-    pub fn is_removed(&self, id: u64) -> bool {
-        self.state.read().removed.contains(&id)
     }
 
     /// Applies a committed raft membership change; the records go into `batch`.
@@ -144,7 +132,6 @@ impl Membership {
                 }
                 ConfChangeType::RemoveNode => {
                     state.members.remove(&id);
-                    state.removed.insert(id);
                     self.urls.remove(id);
                     batch.delete_cf(CF_MEMBERS, member_key(id));
                     batch.put_cf(CF_MEMBERS, removed_key(id), []);
