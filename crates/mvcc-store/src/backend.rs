@@ -115,6 +115,11 @@ impl Backend {
         self.db.cf_handle(name)
     }
 
+    /// The value of `key` in column family `cf` (one of [`COLUMN_FAMILIES`]).
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
     /// The handle of a column family, or [`MvccError::UnknownColumnFamily`].
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, MvccError> {
         self.db

@@ -16,15 +16,22 @@ use crate::revision::Revision;
 
 /// Keys [`Backend::hash`] skips besides [`MEMBER_LOCAL_KEYS`]: the applied
 /// raft index, which etcd's hash ignores too (it moves with entries that
-/// change nothing else), and the metadata of the last raft snapshot a member
-/// installed (members that never needed one have none).
-pub const HASH_IGNORED_KEYS: [(&str, &[u8]); 2] = [
+/// change nothing else), the metadata of the last raft snapshot a member
+/// installed (members that never needed one have none), and the proposal
+/// ledger written with each raft snapshot a member makes (at its own times).
+pub const HASH_IGNORED_KEYS: [(&str, &[u8]); 3] = [
     (CF_META, META_APPLIED_INDEX),
     (CF_MEMBERS, RAFT_SNAPSHOT_KEY),
+    (CF_MEMBERS, PROPOSAL_LEDGER_KEY),
 ];
 
 /// Where a member keeps the metadata of the last raft snapshot it installed.
 pub const RAFT_SNAPSHOT_KEY: &[u8] = b"raft_snapshot";
+
+/// Where the raft layer's proposal ledger (which proposals were applied, for
+/// exactly-once apply) is written just before a raft snapshot is taken, so
+/// that it travels with the snapshot.
+pub const PROPOSAL_LEDGER_KEY: &[u8] = b"proposal_ledger";
 
 /// etcd's HashKV answer: a hash of the key space's history up to a revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

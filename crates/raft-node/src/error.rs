@@ -6,6 +6,10 @@ pub enum RaftError {
     /// raft refused the proposal (no leader known, leadership transfer in progress...).
     #[error("proposal dropped: {0}")]
     ProposalDropped(String),
+    /// The raft thread is too far behind (its queue is full, it holds too many uncommitted
+    /// proposals, or applying lags committing): etcd's `too many requests`.
+    #[error("too many requests")]
+    TooManyRequests,
     /// The node has stopped (shut down or failed); nothing more is accepted.
     #[error("raft node stopped")]
     Stopped,

@@ -27,6 +27,15 @@ impl IdGenerator {
         }
     }
 
+    /// Makes every later id greater than `id`, if `id` carries this generator's prefix
+    /// (ids must only grow: a restarted member whose clock went back, or that learns of an
+    /// id it issued in an earlier life, moves past it).
+    pub fn advance_past(&mut self, id: u64) {
+        if id & !0xffff_ffff_ffff == self.prefix {
+            self.suffix = self.suffix.max(id & 0xffff_ffff_ffff);
+        }
+    }
+
     /// The next id; never 0.
     pub fn next_id(&mut self) -> u64 {
         self.suffix = (self.suffix + 1) & 0xffff_ffff_ffff;
@@ -46,5 +55,17 @@ mod tests {
         assert_eq!(a >> 48, 0xdef0);
         assert_eq!(b, a + 1);
         assert_eq!(a & 0xff, 1);
+    }
+
+    #[test]
+    fn advance_past_moves_only_forward_and_only_for_its_own_prefix() {
+        let mut g = IdGenerator::with_time(7, 1000);
+        let a = g.next_id();
+        g.advance_past(a + 500);
+        assert_eq!(g.next_id(), a + 501);
+        g.advance_past(a);
+        assert_eq!(g.next_id(), a + 502);
+        g.advance_past((8u64 << 48) | 0xffff_ffff);
+        assert_eq!(g.next_id(), a + 503);
     }
 }

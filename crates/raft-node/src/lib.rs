@@ -3,6 +3,11 @@
 //! and committed entries handed to a [`StateMachine`] the application provides. This crate
 //! knows nothing about keys: entries are opaque bytes.
 //!
+//! Each proposal changes the state machine at most once, even if its entry reaches the
+//! log twice (see [`proposal`]). The node is driven by commands, ticks and Ready rounds
+//! ([`Node`]); [`start`] runs it on its own thread against the wall clock, and tests can
+//! step it by hand for runs that repeat exactly.
+//!
 //! ```no_run
 //! use cairn_raft_node::{start, ApplyError, CommittedEntry, EntryKind, NodeConfig, NoPeers, StateMachine};
 //!
@@ -10,6 +15,7 @@
 //! impl StateMachine for Counter {
 //!     type Output = u64;
 //!     fn applied_index(&self) -> u64 { self.applied }
+//!     // `EntryKind::Rejected` (a proposal applied before) changes nothing but the index.
 //!     fn apply(&mut self, e: CommittedEntry<'_>) -> Result<u64, ApplyError> {
 //!         if let EntryKind::Normal(data) = e.kind { self.sum += data.len() as u64; }
 //!         self.applied = e.index;
@@ -29,20 +35,40 @@
 //! ```
 #![deny(missing_docs)]
 
+mod config;
 mod error;
+mod handle;
 mod id;
 mod node;
 mod peer;
+pub mod proposal;
+mod state_machine;
 mod storage;
 mod transport;
 
+pub use config::NodeConfig;
 pub use error::{RaftError, StorageError};
+pub use handle::{NodeStatus, RaftHandle, Role};
 pub use id::IdGenerator;
-pub use node::{
-    start, ApplyError, CommittedEntry, EntryKind, NodeConfig, NodeStatus, RaftHandle, Role,
-    StateMachine,
-};
+pub use node::{start, Node};
 pub use peer::{PeerService, PeerTransport, PeerUrls, MAX_PEER_MESSAGE};
+pub use proposal::{ProposalId, ProposalLedger};
 pub use raft::eraftpb;
+pub use state_machine::{ApplyError, CommittedEntry, EntryKind, StateMachine};
 pub use storage::{InitialMember, LogStore, Recovered};
 pub use transport::{NoPeers, PeerEvent, SnapshotData, Transport};
+
+/// A crash window for fault tests: with the `failpoints` feature, the fail point `$name`
+/// configured to `return` (e.g. `FAILPOINTS=raft::after_wal_write=return`) aborts the
+/// process there, as a power cut would. Without the feature it compiles to nothing.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| {
+            eprintln!("fail point {} reached: aborting", $name);
+            std::process::abort()
+        });
+    };
+}

@@ -1,374 +1,55 @@
-//! The Ready loop: one dedicated thread owns the [`RawNode`], the log store and the state
-//! machine; async callers talk to it through a [`RaftHandle`].
+//! The node: the [`RawNode`], the log store and the state machine, stepped by commands,
+//! ticks and Ready rounds. [`start`] runs it on a dedicated thread against the wall clock;
+//! tests drive it themselves, one step at a time ([`Node::process_commands`],
+//! [`Node::tick`], [`Node::advance`]), so that a run is a function of its inputs.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
-    SnapshotMetadata,
 };
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use raft_proto::ConfChangeI as _;
 use tokio::sync::{oneshot, watch};
 
+use crate::config::NodeConfig;
 use crate::error::{RaftError, StorageError};
+use crate::handle::{release_bytes, Backlog, Command, NodeStatus, RaftHandle, Reply, Role};
 use crate::id::IdGenerator;
-use crate::storage::{InitialMember, LogStore};
+use crate::proposal::{ProposalId, ProposalLedger, Verdict};
+use crate::state_machine::{CommittedEntry, EntryKind, StateMachine};
+use crate::storage::LogStore;
 use crate::transport::{PeerEvent, SnapshotData, Transport};
 
-/// How long a read-index request may stay unanswered before it is asked again (raft may
-/// drop it silently, e.g. while a new leader has not yet committed in its term).
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
-
-/// The node's settings. Durations follow etcd's flags.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// This member's raft id (etcd's member id). Never 0.
-    pub id: u64,
-    /// Voters of a new cluster; used only when no log exists yet. Empty for a member that
-    /// joins an existing cluster (it learns the membership from the leader).
-    pub initial_members: Vec<InitialMember>,
-    /// Where the write-ahead log lives.
-    pub wal_dir: PathBuf,
-    /// Bytes stored with a new log (e.g. member and cluster ids).
-    pub wal_metadata: Vec<u8>,
-    /// WAL options.
-    pub wal_options: cairn_wal::WalOptions,
-    /// One raft tick (etcd's `--heartbeat-interval`).
-    pub tick_interval: Duration,
-    /// Ticks without a leader before an election (`--election-timeout` / heartbeat).
-    pub election_ticks: usize,
-    /// Ticks between heartbeats.
-    pub heartbeat_ticks: usize,
-    /// Applied entries between two snapshot marks (`--snapshot-count`).
-    pub snapshot_count: u64,
-    /// Entries kept in memory behind a snapshot mark for slow followers.
-    pub snapshot_catchup_entries: u64,
-    /// Largest append message to a follower.
-    pub max_size_per_msg: u64,
-    /// Append messages in flight to one follower.
-    pub max_inflight_msgs: usize,
-    /// Fast-forward election ticks at start (etcd's `--initial-election-tick-advance`).
-    pub initial_election_tick_advance: bool,
-}
-
-impl NodeConfig {
-    /// etcd's defaults for member `id` with its log in `wal_dir`.
-    pub fn new(id: u64, wal_dir: PathBuf) -> Self {
-        NodeConfig {
-            id,
-            initial_members: vec![InitialMember {
-                id,
-                context: Vec::new(),
-            }],
-            wal_dir,
-            wal_metadata: Vec::new(),
-            wal_options: cairn_wal::WalOptions::default(),
-            tick_interval: Duration::from_millis(100),
-            election_ticks: 10,
-            heartbeat_ticks: 1,
-            snapshot_count: 100_000,
-            snapshot_catchup_entries: 5_000,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 4096 / 8,
-            initial_election_tick_advance: true,
-        }
-    }
-}
-
-/// What a committed entry carries, as the state machine sees it.
-#[derive(Debug)]
-pub enum EntryKind<'a> {
-    /// An empty entry (a new leader's first entry): nothing to apply but its index.
-    Empty,
-    /// A proposal's bytes.
-    Normal(&'a [u8]),
-    /// A membership change.
-    ConfChange {
-        /// The change (single changes in their V2 form).
-        change: ConfChangeV2,
-        /// The membership after it.
-        state: ConfState,
-    },
-}
-
-/// A committed entry handed to the state machine, in log order.
-#[derive(Debug)]
-pub struct CommittedEntry<'a> {
-    /// Raft log index.
-    pub index: u64,
-    /// Raft term of the entry.
-    pub term: u64,
-    /// The entry's content.
-    pub kind: EntryKind<'a>,
-}
-
-/// A failure of the state machine that must stop the node (e.g. a disk error).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ApplyError(pub String);
-
-/// The application's state machine. Entries arrive in log order, each exactly once over
-/// the node's life as long as [`StateMachine::applied_index`] is persisted atomically
-/// with the state it describes.
-pub trait StateMachine: Send + 'static {
-    /// What a proposer gets back when its entry has been applied.
-    type Output: Send + 'static;
-    /// The last index whose effects are in the state machine (durably, after restart).
-    fn applied_index(&self) -> u64;
-    /// Applies one committed entry.
-    fn apply(&mut self, entry: CommittedEntry<'_>) -> Result<Self::Output, ApplyError>;
-    /// Makes everything applied so far durable (before the log before it is released).
-    fn persist(&mut self) -> Result<(), ApplyError>;
-    /// A point-in-time copy of the applied state, for a follower too far behind. Called
-    /// on the raft thread: it must be quick (e.g. a RocksDB checkpoint); the copy is read
-    /// elsewhere.
-    fn snapshot(&mut self) -> Result<SnapshotData, ApplyError> {
-        Err(ApplyError(
-            "this state machine cannot be snapshotted".into(),
-        ))
-    }
-    /// Replaces the whole state with the snapshot in `data` (what [`StateMachine::snapshot`]
-    /// produced on the leader), crash-atomically, recording `meta` so that
-    /// [`StateMachine::restored_snapshot`] returns it after a restart.
-    fn restore(&mut self, meta: &SnapshotMetadata, data: &Path) -> Result<(), ApplyError> {
-        let _ = data;
-        Err(ApplyError(format!(
-            "this state machine cannot install the snapshot at index {}",
-            meta.index
-        )))
-    }
-    /// The raft snapshot last installed by [`StateMachine::restore`], if any.
-    fn restored_snapshot(&self) -> Option<SnapshotMetadata> {
-        None
-    }
-}
-
-/// The role of this member in its raft group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// Follows a leader (or waits for one).
-    #[default]
-    Follower,
-    /// Asking for votes.
-    Candidate,
-    /// Pre-vote phase.
-    PreCandidate,
-    /// The leader.
-    Leader,
-}
-
-/// A snapshot of the node's state, published after every Ready.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// This member's id.
-    pub id: u64,
-    /// The known leader (0 = none).
-    pub leader_id: u64,
-    /// Current term.
-    pub term: u64,
-    /// Highest committed index.
-    pub commit_index: u64,
-    /// Highest applied index.
-    pub applied_index: u64,
-    /// This member's role.
-    pub role: Role,
-    /// Set when the node stopped because of an error.
-    pub fatal: Option<String>,
-    /// Whether the node has stopped.
-    pub stopped: bool,
-    /// Voting members.
-    pub voters: Vec<u64>,
-    /// Learners (non-voting members).
-    pub learners: Vec<u64>,
-}
-
-type Reply<O> = oneshot::Sender<Result<O, RaftError>>;
-
-enum Command<O> {
-    Propose {
-        data: Vec<u8>,
-        reply: Reply<O>,
-    },
-    ProposeConfChange {
-        change: ConfChangeV2,
-        reply: Reply<O>,
-    },
-    ReadIndex {
-        reply: oneshot::Sender<Result<u64, RaftError>>,
-    },
-    Step(Box<Message>),
-    StepSnapshot {
-        msg: Box<Message>,
-        data: PathBuf,
-    },
-    Progress {
-        reply: oneshot::Sender<HashMap<u64, u64>>,
-    },
-    Campaign,
-    TransferLeader(u64),
-    Stop,
-}
-
-/// The async face of a running node. Cheap to clone.
-pub struct RaftHandle<O> {
-    tx: Sender<Command<O>>,
-    status: watch::Receiver<NodeStatus>,
-    applied: watch::Receiver<u64>,
-    committed: Arc<AtomicU64>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-impl<O> Clone for RaftHandle<O> {
-    fn clone(&self) -> Self {
-        RaftHandle {
-            tx: self.tx.clone(),
-            status: self.status.clone(),
-            applied: self.applied.clone(),
-            committed: self.committed.clone(),
-            thread: self.thread.clone(),
-        }
-    }
-}
-
-impl<O: Send + 'static> RaftHandle<O> {
-    /// Proposes `data`; resolves with the state machine's output once the entry is applied
-    /// on this member. A proposal lost to a leader change never resolves: callers bound
-    /// the wait with their own timeout.
-    pub async fn propose(&self, data: Vec<u8>) -> Result<O, RaftError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Propose { data, reply })
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
-    }
-
-    /// Proposes a membership change; resolves once applied on this member. raft refuses
-    /// a change while another is still being applied.
-    pub async fn propose_conf_change(&self, change: ConfChangeV2) -> Result<O, RaftError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::ProposeConfChange { change, reply })
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
-    }
-
-    /// On the leader: how far each member's log is known to match (member id to index).
-    /// Empty on other members.
-    pub async fn progress(&self) -> Result<HashMap<u64, u64>, RaftError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Progress { reply })
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)
-    }
-
-    /// Hands raft a snapshot message whose state machine data is in the file `data`.
-    pub fn step_snapshot(&self, msg: Message, data: PathBuf) -> Result<(), RaftError> {
-        self.tx
-            .send(Command::StepSnapshot {
-                msg: Box::new(msg),
-                data,
-            })
-            .map_err(|_| RaftError::Stopped)
-    }
-
-    /// Asks raft for a read index (batched with concurrent callers); a linearizable read
-    /// may be served once the applied index reaches it.
-    pub async fn read_index(&self) -> Result<u64, RaftError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::ReadIndex { reply })
-            .map_err(|_| RaftError::Stopped)?;
-        rx.await.map_err(|_| RaftError::Stopped)?
-    }
-
-    /// The highest index this member knows to be committed, published before any message
-    /// that could tell another member about it leaves (so it is never behind what a
-    /// client learnt elsewhere).
-    pub fn committed_index(&self) -> u64 {
-        self.committed.load(AtomicOrdering::Acquire)
-    }
-
-    /// Waits until this member has applied `index`.
-    pub async fn wait_applied(&self, index: u64) -> Result<(), RaftError> {
-        let mut rx = self.applied.clone();
-        rx.wait_for(|applied| *applied >= index)
-            .await
-            .map(|_| ())
-            .map_err(|_| RaftError::Stopped)
-    }
-
-    /// A linearizable barrier: returns once every write committed before the call is applied here.
-    pub async fn linearizable_barrier(&self) -> Result<u64, RaftError> {
-        let index = self.read_index().await?;
-        self.wait_applied(index).await?;
-        Ok(index)
-    }
-
-    /// Hands a message from a peer to raft.
-    pub fn step(&self, msg: Message) -> Result<(), RaftError> {
-        self.tx
-            .send(Command::Step(Box::new(msg)))
-            .map_err(|_| RaftError::Stopped)
-    }
-
-    /// Starts an election now.
-    pub fn campaign(&self) -> Result<(), RaftError> {
-        self.tx
-            .send(Command::Campaign)
-            .map_err(|_| RaftError::Stopped)
-    }
-
-    /// Asks the leader to hand leadership to `target`.
-    pub fn transfer_leader(&self, target: u64) -> Result<(), RaftError> {
-        self.tx
-            .send(Command::TransferLeader(target))
-            .map_err(|_| RaftError::Stopped)
-    }
-
-    /// The latest published status.
-    pub fn status(&self) -> NodeStatus {
-        self.status.borrow().clone()
-    }
-
-    /// A receiver that sees every status change.
-    pub fn subscribe_status(&self) -> watch::Receiver<NodeStatus> {
-        self.status.clone()
-    }
-
-    /// Stops the loop and waits for its thread (blocking: call from a blocking context).
-    pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Stop);
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 struct ReadBatch {
-    issued_at: Instant,
+    issued_at_tick: u64,
     waiters: Vec<oneshot::Sender<Result<u64, RaftError>>>,
 }
 
-struct Loop<S: StateMachine, T: Transport> {
+/// One member's raft state and the work around it, without threads or clocks of its own.
+pub struct Node<S: StateMachine, T: Transport> {
     cfg: NodeConfig,
     raw: RawNode<raft::storage::MemStorage>,
     log: LogStore,
     sm: S,
     transport: T,
+    rx: Receiver<Command<S::Output>>,
+    backlog: Arc<Backlog>,
     ids: IdGenerator,
+    /// Waiters of this member's proposals, by sequence.
     proposals: HashMap<u64, Reply<S::Output>>,
+    /// The highest proposal applied per member, at `applied` (see [`crate::proposal`]).
+    ledger: ProposalLedger,
     new_reads: Vec<oneshot::Sender<Result<u64, RaftError>>>,
     reads: HashMap<Vec<u8>, ReadBatch>,
+    ticks: u64,
     conf_state: ConfState,
     applied: u64,
     leader_id: u64,
@@ -376,6 +57,9 @@ struct Loop<S: StateMachine, T: Transport> {
     staged: HashMap<(u64, u64), PathBuf>,
     /// Campaign once this member is the only voter (no election timeout to wait for).
     campaign_alone: bool,
+    /// Fast-forward the election ticks on the first tick (etcd's
+    /// `--initial-election-tick-advance`).
+    advance_ticks: bool,
     status_tx: watch::Sender<NodeStatus>,
     applied_tx: watch::Sender<u64>,
     committed: Arc<AtomicU64>,
@@ -414,108 +98,115 @@ where
     S: StateMachine,
     T: Transport,
 {
-    let sm_applied = sm.applied_index();
-    let (log, recovered) = if LogStore::exists(&cfg.wal_dir) {
-        let restored = sm.restored_snapshot();
-        LogStore::open(&cfg.wal_dir, cfg.wal_options, sm_applied, restored.as_ref())?
-    } else {
-        LogStore::bootstrap(
-            &cfg.wal_dir,
-            &cfg.wal_metadata,
-            &cfg.initial_members,
-            cfg.wal_options,
-        )?
-    };
-    let raft_cfg = raft::Config {
-        id: cfg.id,
-        election_tick: cfg.election_ticks,
-        heartbeat_tick: cfg.heartbeat_ticks,
-        // Raft replays every committed entry after the snapshot mark so membership changes
-        // reach raft again; the state machine skips those it already holds.
-        applied: recovered.snapshot_index,
-        max_size_per_msg: cfg.max_size_per_msg,
-        max_inflight_msgs: cfg.max_inflight_msgs,
-        check_quorum: true,
-        pre_vote: true,
-        read_only_option: raft::ReadOnlyOption::Safe,
-        ..Default::default()
-    };
-    raft_cfg.validate()?;
-    // raft-rs is chatty at info level; its warnings and errors still reach the log, and
-    // leader changes are logged by this crate.
-    let drain = slog::Drain::fuse(slog::LevelFilter::new(
-        tracing_slog::TracingSlogDrain,
-        slog::Level::Warning,
-    ));
-    let logger = slog::Logger::root(drain, slog::o!());
-    let raw = RawNode::new(&raft_cfg, log.raft_storage(), &logger)?;
-    let initial = NodeStatus {
-        id: cfg.id,
-        term: recovered.hard_state.term,
-        commit_index: recovered.hard_state.commit,
-        applied_index: sm_applied,
-        ..Default::default()
-    };
-    let (status_tx, status_rx) = watch::channel(initial);
-    let (applied_tx, applied_rx) = watch::channel(sm_applied);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let committed = Arc::new(AtomicU64::new(recovered.hard_state.commit));
-    let mut lp = Loop {
-        ids: IdGenerator::new(cfg.id),
-        cfg,
-        raw,
-        log,
-        sm,
-        transport,
-        proposals: HashMap::new(),
-        new_reads: Vec::new(),
-        reads: HashMap::new(),
-        conf_state: recovered.conf_state,
-        applied: sm_applied,
-        leader_id: 0,
-        staged: HashMap::new(),
-        campaign_alone: true,
-        status_tx,
-        applied_tx,
-        committed: committed.clone(),
-        gauges: Gauges::new(),
-    };
-    lp.maybe_campaign_alone();
+    let (node, handle) = Node::new(cfg, sm, transport)?;
     let thread = std::thread::Builder::new()
         .name("raft".into())
-        .spawn(move || lp.run(rx))
+        .spawn(move || node.run())
         .map_err(|e| StorageError::Inconsistent(format!("cannot start the raft thread: {e}")))?;
-    Ok(RaftHandle {
-        tx,
-        status: status_rx,
-        applied: applied_rx,
-        committed,
-        thread: Arc::new(Mutex::new(Some(thread))),
-    })
+    *handle.thread.lock() = Some(thread);
+    Ok(handle)
 }
 
-impl<S: StateMachine, T: Transport> Loop<S, T> {
-    fn run(mut self, rx: Receiver<Command<S::Output>>) {
+impl<S: StateMachine, T: Transport> Node<S, T> {
+    /// Opens (or bootstraps) the log and builds the raft state; the handle's commands reach
+    /// this node through [`Node::process_commands`].
+    pub fn new(
+        cfg: NodeConfig,
+        sm: S,
+        transport: T,
+    ) -> Result<(Self, RaftHandle<S::Output>), StorageError> {
+        let sm_applied = sm.applied_index();
+        let (log, recovered) = if LogStore::exists(&cfg.wal_dir) {
+            let restored = sm.restored_snapshot().map_err(|e| {
+                StorageError::Inconsistent(format!("reading the state machine: {e}"))
+            })?;
+            let restored = restored.as_ref().map(|(meta, ledger)| (meta, ledger));
+            LogStore::open(&cfg.wal_dir, cfg.wal_options, sm_applied, restored)?
+        } else {
+            LogStore::bootstrap(
+                &cfg.wal_dir,
+                &cfg.wal_metadata,
+                &cfg.initial_members,
+                cfg.wal_options,
+            )?
+        };
+        // Raft replays every committed entry after the snapshot mark, so membership changes
+        // and proposal ids reach the node again; the state machine skips those it holds.
+        let raft_cfg = cfg.raft_config(recovered.snapshot_index);
+        raft_cfg.validate()?;
+        // raft-rs is chatty at info level; its warnings and errors still reach the log, and
+        // leader changes are logged by this crate.
+        let drain = slog::Drain::fuse(slog::LevelFilter::new(
+            tracing_slog::TracingSlogDrain,
+            slog::Level::Warning,
+        ));
+        let logger = slog::Logger::root(drain, slog::o!());
+        let raw = RawNode::new(&raft_cfg, log.raft_storage(), &logger)?;
+        let initial = NodeStatus {
+            id: cfg.id,
+            term: recovered.hard_state.term,
+            commit_index: recovered.hard_state.commit,
+            applied_index: sm_applied,
+            ..Default::default()
+        };
+        let (status_tx, status_rx) = watch::channel(initial);
+        let (applied_tx, applied_rx) = watch::channel(sm_applied);
+        let (tx, rx) = crossbeam_channel::bounded(cfg.max_queued_commands.max(1));
+        let committed = Arc::new(AtomicU64::new(recovered.hard_state.commit));
+        let backlog = Arc::new(Backlog {
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: cfg.max_queued_proposal_bytes,
+            max_apply_lag: cfg.max_apply_lag,
+        });
+        let mut ids = IdGenerator::new(cfg.id);
+        ids.advance_past(recovered.ledger.last(cfg.id));
+        let mut node = Node {
+            ids,
+            advance_ticks: cfg.initial_election_tick_advance,
+            cfg,
+            raw,
+            log,
+            sm,
+            transport,
+            rx,
+            backlog: backlog.clone(),
+            proposals: HashMap::new(),
+            ledger: recovered.ledger,
+            new_reads: Vec::new(),
+            reads: HashMap::new(),
+            ticks: 0,
+            conf_state: recovered.conf_state,
+            applied: sm_applied,
+            leader_id: 0,
+            staged: HashMap::new(),
+            campaign_alone: true,
+            status_tx,
+            applied_tx,
+            committed: committed.clone(),
+            gauges: Gauges::new(),
+        };
+        node.maybe_campaign_alone();
+        let handle = RaftHandle {
+            tx,
+            status: status_rx,
+            applied: applied_rx,
+            committed,
+            backlog,
+            thread: Arc::new(Mutex::new(None)),
+        };
+        Ok((node, handle))
+    }
+
+    /// Runs the node against the wall clock until it is stopped or fails.
+    pub fn run(mut self) {
         let tick = self.cfg.tick_interval;
         // The first Ready is handled at once (a restarted single member elects itself
         // without waiting a tick).
         let mut next_tick = Instant::now();
-        let mut advance_ticks = self.cfg.initial_election_tick_advance;
         let result = loop {
-            match rx.recv_deadline(next_tick) {
+            match self.rx.recv_deadline(next_tick) {
                 Ok(cmd) => {
-                    if self.handle(cmd) {
-                        break Ok(());
-                    }
-                    // Group commit: take everything already queued before the next Ready.
-                    let mut stop = false;
-                    for cmd in rx.try_iter().take(4096) {
-                        if self.handle(cmd) {
-                            stop = true;
-                            break;
-                        }
-                    }
-                    if stop {
+                    if self.handle(cmd) || self.process_commands() {
                         break Ok(());
                     }
                 }
@@ -523,52 +214,91 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             }
             let now = Instant::now();
-            if advance_ticks && !self.conf_state.voters.is_empty() {
-                // etcd's --initial-election-tick-advance: a member of a multi-member
-                // cluster that (re)starts fast-forwards to the edge of its election timeout
-                // instead of waiting a whole one (pre-vote keeps a live leader in place).
-                advance_ticks = false;
-                if self.conf_state.voters.len() > 1 {
-                    for _ in 1..self.cfg.election_ticks {
-                        self.raw.tick();
-                    }
-                }
-            }
             if now >= next_tick {
-                self.raw.tick();
-                self.retry_reads(now);
-                self.proposals.retain(|_, reply| !reply.is_closed());
+                self.tick();
                 next_tick = now + tick;
             }
-            for event in self.transport.poll_events() {
-                match event {
-                    PeerEvent::Unreachable(id) => self.raw.report_unreachable(id),
-                    PeerEvent::SnapshotSent { to, ok } => {
-                        let status = if ok {
-                            SnapshotStatus::Finish
-                        } else {
-                            SnapshotStatus::Failure
-                        };
-                        self.raw.report_snapshot(to, status);
-                    }
-                }
-            }
-            self.maybe_campaign_alone();
-            self.issue_reads();
-            self.committed
-                .fetch_max(self.raw.raft.raft_log.committed, AtomicOrdering::AcqRel);
-            if let Err(e) = self.on_ready() {
+            if let Err(e) = self.advance() {
                 break Err(e);
             }
-            if self.campaign_alone {
-                // A membership change just applied may leave this member alone.
-                self.maybe_campaign_alone();
-                if let Err(e) = self.on_ready() {
-                    break Err(e);
+        };
+        self.stop(result);
+    }
+
+    /// Handles the commands already queued by handles and peers (a bounded number, so a
+    /// flood cannot starve the Ready loop). Returns true when the node was told to stop.
+    pub fn process_commands(&mut self) -> bool {
+        // Group commit: everything already queued goes into the next Ready.
+        let queued: Vec<_> = self.rx.try_iter().take(4096).collect();
+        for cmd in queued {
+            if self.handle(cmd) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One logical clock tick: raft's timers, read-index retries, abandoned waiters.
+    pub fn tick(&mut self) {
+        if self.advance_ticks && !self.conf_state.voters.is_empty() {
+            // etcd's --initial-election-tick-advance: a member of a multi-member cluster
+            // that (re)starts fast-forwards to the edge of its election timeout instead of
+            // waiting a whole one (pre-vote keeps a live leader in place).
+            self.advance_ticks = false;
+            if self.conf_state.voters.len() > 1 {
+                for _ in 1..self.cfg.election_ticks {
+                    self.raw.tick();
                 }
             }
-            self.publish_status(None);
-        };
+        }
+        self.ticks += 1;
+        self.raw.tick();
+        self.retry_reads();
+        self.proposals.retain(|_, reply| !reply.is_closed());
+    }
+
+    /// Handles what the transport reported, issues batched reads and processes every
+    /// Ready raft has, then publishes the status.
+    pub fn advance(&mut self) -> Result<(), String> {
+        for event in self.transport.poll_events() {
+            match event {
+                PeerEvent::Unreachable(id) => self.raw.report_unreachable(id),
+                PeerEvent::SnapshotSent { to, ok } => {
+                    let status = if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    };
+                    self.raw.report_snapshot(to, status);
+                }
+            }
+        }
+        self.maybe_campaign_alone();
+        self.issue_reads();
+        self.committed
+            .fetch_max(self.raw.raft.raft_log.committed, AtomicOrdering::AcqRel);
+        self.on_ready()?;
+        if self.campaign_alone {
+            // A membership change just applied may leave this member alone.
+            self.maybe_campaign_alone();
+            self.on_ready()?;
+        }
+        self.publish_status(None);
+        Ok(())
+    }
+
+    /// The state machine (for tests that look inside).
+    pub fn state_machine(&self) -> &S {
+        &self.sm
+    }
+
+    /// The transport (for tests that route its messages).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Fails every waiter and publishes the final status.
+    pub fn stop(mut self, result: Result<(), String>) {
         let fatal = match result {
             Ok(()) => None,
             Err(e) => {
@@ -598,28 +328,26 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
     fn handle(&mut self, cmd: Command<S::Output>) -> bool {
         match cmd {
             Command::Propose { data, reply } => {
-                let id = self.ids.next_id();
-                match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+                release_bytes(&self.backlog, data.len());
+                let id = self.next_proposal();
+                match self.raw.propose(id.to_context(), data) {
                     Ok(()) => {
-                        self.proposals.insert(id, reply);
+                        self.proposals.insert(id.seq, reply);
                     }
                     Err(e) => {
                         metrics::counter!("etcd_server_proposals_failed_total").increment(1);
-                        let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
+                        let _ = reply.send(Err(self.refused(e)));
                     }
                 }
             }
             Command::ProposeConfChange { change, reply } => {
-                let id = self.ids.next_id();
-                match self
-                    .raw
-                    .propose_conf_change(id.to_be_bytes().to_vec(), change)
-                {
+                let id = self.next_proposal();
+                match self.raw.propose_conf_change(id.to_context(), change) {
                     Ok(()) => {
-                        self.proposals.insert(id, reply);
+                        self.proposals.insert(id.seq, reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(RaftError::ProposalDropped(e.to_string())));
+                        let _ = reply.send(Err(self.refused(e)));
                     }
                 }
             }
@@ -668,6 +396,25 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         false
     }
 
+    /// What a proposer is told when raft refuses its proposal at once: a leader refuses
+    /// only when it holds more uncommitted proposals than `max_uncommitted_bytes`
+    /// (or hands leadership over); anybody else because there is no leader to forward to.
+    fn refused(&self, e: raft::Error) -> RaftError {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && raft.lead_transferee.is_none() {
+            RaftError::TooManyRequests
+        } else {
+            RaftError::ProposalDropped(e.to_string())
+        }
+    }
+
+    fn next_proposal(&mut self) -> ProposalId {
+        ProposalId {
+            proposer: self.cfg.id,
+            seq: self.ids.next_id(),
+        }
+    }
+
     fn issue_reads(&mut self) {
         if self.new_reads.is_empty() {
             return;
@@ -677,18 +424,20 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         self.reads.insert(
             ctx,
             ReadBatch {
-                issued_at: Instant::now(),
+                issued_at_tick: self.ticks,
                 waiters: std::mem::take(&mut self.new_reads),
             },
         );
     }
 
-    fn retry_reads(&mut self, now: Instant) {
+    fn retry_reads(&mut self) {
         self.reads
             .retain(|_, b| b.waiters.iter().any(|w| !w.is_closed()));
+        let now = self.ticks;
+        let every = self.cfg.read_index_retry_ticks.max(1) as u64;
         for (ctx, batch) in self.reads.iter_mut() {
-            if now.duration_since(batch.issued_at) >= READ_INDEX_RETRY {
-                batch.issued_at = now;
+            if now - batch.issued_at_tick >= every {
+                batch.issued_at_tick = now;
                 self.raw.read_index(ctx.clone());
             }
         }
@@ -732,6 +481,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
         self.log
             .persist(&entries, hs.as_ref())
             .map_err(|e| format!("writing the raft log: {e}"))?;
+        crate::crash_point!("raft::after_wal_write");
         if !ready.persisted_messages().is_empty() {
             let msgs = ready.take_persisted_messages();
             self.send(msgs);
@@ -809,7 +559,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
 
     fn prepare_snapshot(&mut self, msg: &mut Message) -> Result<SnapshotData, String> {
         let (index, term) = self.applied_term()?;
-        let data = self.sm.snapshot().map_err(|e| e.to_string())?;
+        let data = self.sm.snapshot(&self.ledger).map_err(|e| e.to_string())?;
         let meta = msg.mut_snapshot().mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -828,14 +578,17 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             ));
         };
         let started = Instant::now();
-        self.sm
+        let ledger = self
+            .sm
             .restore(meta, &path)
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
+        crate::crash_point!("raft::after_snapshot_restore");
         self.log
-            .install_snapshot(snapshot)
+            .install_snapshot(snapshot, &ledger)
             .map_err(|e| format!("recording the snapshot at index {}: {e}", meta.index))?;
         let _ = std::fs::remove_file(&path);
         self.applied = meta.index;
+        self.ledger = ledger;
         self.conf_state = meta.get_conf_state().clone();
         self.campaign_alone = true;
         let _ = self.applied_tx.send(self.applied);
@@ -874,37 +627,77 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             return Ok(());
         }
         for entry in &entries {
-            let kind = match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => EntryKind::Empty,
-                EntryType::EntryNormal => EntryKind::Normal(&entry.data),
-                EntryType::EntryConfChange => {
+            let proposal = ProposalId::from_context(&entry.context);
+            let verdict = proposal.map(|id| (id, self.ledger.check(id)));
+            let rejected = match verdict {
+                Some((id, Verdict::Stale { last })) => Some((id, last)),
+                Some((id, Verdict::Fresh)) => {
+                    self.ledger.record(id);
+                    None
+                }
+                None => None,
+            };
+            // Entries the state machine already holds are replayed after a restart so that
+            // membership and the ledger are rebuilt; only newer ones reach the state machine.
+            let replay = entry.index <= self.applied;
+            let kind = match (rejected, entry.get_entry_type()) {
+                (Some((id, _)), _) => EntryKind::Rejected(id),
+                (None, EntryType::EntryNormal) if entry.data.is_empty() => EntryKind::Empty,
+                (None, EntryType::EntryNormal) => EntryKind::Normal(&entry.data),
+                (None, EntryType::EntryConfChange) => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc.into_v2())?
                 }
-                EntryType::EntryConfChangeV2 => {
+                (None, EntryType::EntryConfChangeV2) => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc)?
                 }
             };
-            if entry.index <= self.applied {
-                continue; // already in the state machine (replay after restart)
+            if replay {
+                continue;
+            }
+            if let Some((id, last)) = rejected {
+                metrics::counter!("cairn_server_proposals_rejected_total").increment(1);
+                tracing::warn!(
+                    index = entry.index,
+                    term = entry.term,
+                    proposer = %format!("{:x}", id.proposer),
+                    seq = id.seq,
+                    last_applied_seq = last,
+                    "a proposal reached the log again or after a later one of its member; not applied"
+                );
             }
             let out = self
                 .sm
                 .apply(CommittedEntry {
                     index: entry.index,
                     term: entry.term,
+                    proposal: if rejected.is_none() { proposal } else { None },
                     kind,
                 })
                 .map_err(|e| format!("applying entry {}: {e}", entry.index))?;
             self.applied = entry.index;
-            if entry.context.len() == 8 {
-                let mut id = [0u8; 8];
-                id.copy_from_slice(&entry.context);
-                if let Some(reply) = self.proposals.remove(&u64::from_be_bytes(id)) {
-                    let _ = reply.send(Ok(out));
+            crate::crash_point!("raft::between_applies");
+            let Some(id) = proposal.filter(|id| id.proposer == self.cfg.id) else {
+                continue;
+            };
+            match rejected {
+                None => {
+                    if let Some(reply) = self.proposals.remove(&id.seq) {
+                        let _ = reply.send(Ok(out));
+                    }
+                }
+                Some((_, last)) => {
+                    // The first copy already answered its waiter; a waiter still here
+                    // belongs to a proposal overtaken by a later one: it never applies.
+                    if let Some(reply) = self.proposals.remove(&id.seq) {
+                        let _ = reply.send(Err(RaftError::ProposalDropped(
+                            "overtaken by a later proposal of this member".into(),
+                        )));
+                    }
+                    self.ids.advance_past(last);
                 }
             }
         }
@@ -942,7 +735,7 @@ impl<S: StateMachine, T: Transport> Loop<S, T> {
             .saturating_sub(self.cfg.snapshot_catchup_entries)
             .max(1);
         self.log
-            .mark_snapshot(index, term, &self.conf_state, keep_from)
+            .mark_snapshot(index, term, &self.conf_state, &self.ledger, keep_from)
             .map_err(|e| format!("writing a snapshot mark: {e}"))?;
         tracing::info!(index, term, "snapshot mark written, log released");
         Ok(())

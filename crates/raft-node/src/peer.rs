@@ -6,15 +6,16 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::peer_server::{Peer, PeerServer};
 use cairn_proto::cairnpb::{PeerAck, RaftMessages, SnapshotChunk};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::io::AsyncWriteExt as _;
@@ -24,7 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::node::RaftHandle;
+use crate::error::RaftError;
+use crate::handle::RaftHandle;
 use crate::transport::{PeerEvent, SnapshotData, Transport};
 
 /// Messages queued for one peer before new ones are dropped (raft retransmits).
@@ -37,6 +39,34 @@ const SNAPSHOT_CHUNK: usize = 256 * 1024;
 pub const MAX_PEER_MESSAGE: usize = 512 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How a receiver words its refusal of a stream older than one it has seen; the newest
+/// stream id follows, so that a sender whose clock went back (a restart) can move past it.
+const SUPERSEDED: &str = "stream superseded by stream ";
+
+/// The last stream id this process gave out.
+static LAST_STREAM_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A stream id greater than every one this process gave out before, and (taken from the
+/// wall clock in nanoseconds) normally greater than those of its earlier lives.
+fn next_stream_id() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut last = LAST_STREAM_ID.load(Ordering::Acquire);
+    loop {
+        let next = now.max(last + 1);
+        match LAST_STREAM_ID.compare_exchange(last, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Makes every later stream id greater than `id` (a peer has seen one that high).
+fn advance_stream_ids(id: u64) {
+    LAST_STREAM_ID.fetch_max(id, Ordering::AcqRel);
+}
 
 /// Where each peer is reached, shared by the application (which follows membership) and
 /// the transport. Cheap to clone.
@@ -208,6 +238,13 @@ impl PeerStream {
                     tracing::debug!(to = %format!("{:x}", self.to), %url, %why, "peer stream failed");
                     let _ = self.events.send(PeerEvent::Unreachable(self.to));
                 }
+                StreamEnd::Superseded(newest) => {
+                    // Only an earlier life of this process can have opened that stream:
+                    // move past it and reconnect at once.
+                    tracing::warn!(to = %format!("{:x}", self.to), newest, "peer has seen a newer stream from this member; renumbering");
+                    advance_stream_ids(newest);
+                    continue;
+                }
                 StreamEnd::Refused(why) => {
                     tracing::error!(to = %format!("{:x}", self.to), %url, %why, "peer refused our stream");
                     let _ = self.events.send(PeerEvent::Unreachable(self.to));
@@ -232,6 +269,7 @@ impl PeerStream {
             },
             Err(e) => return StreamEnd::Refused(format!("bad peer URL: {e}")),
         };
+        let stream_id = next_stream_id();
         let (batch_tx, batch_rx) = mpsc::channel::<RaftMessages>(16);
         let mut client = client(channel);
         let mut call = tokio::spawn(async move {
@@ -246,7 +284,10 @@ impl PeerStream {
                     return match ended {
                         Ok(Ok(_)) => StreamEnd::Failed("stream closed by the peer".into()),
                         Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
-                            StreamEnd::Refused(status.message().to_string())
+                            match status.message().strip_prefix(SUPERSEDED).map(str::parse) {
+                                Some(Ok(newest)) => StreamEnd::Superseded(newest),
+                                _ => StreamEnd::Refused(status.message().to_string()),
+                            }
                         }
                         Ok(Err(status)) => StreamEnd::Failed(status.to_string()),
                         Err(e) => StreamEnd::Failed(e.to_string()),
@@ -277,6 +318,7 @@ impl PeerStream {
                         from: self.from,
                         to: self.to,
                         messages,
+                        stream_id,
                     };
                     if batch_tx.send(batch).await.is_err() {
                         // The call ended; its result says why.
@@ -295,6 +337,8 @@ enum StreamEnd {
     Failed(String),
     /// The peer refused us (e.g. another cluster): retry slowly.
     Refused(String),
+    /// The peer has seen a newer stream from this member (the id given).
+    Superseded(u64),
 }
 
 struct SnapshotSender {
@@ -378,11 +422,19 @@ impl SnapshotSender {
 }
 
 /// The receiving side of the peer transport for the raft node `raft`.
+///
+/// Only the newest stream of each sender is heard: once a batch of a newer stream arrives,
+/// whatever still arrives on older ones is refused. A sender opens a new stream only after
+/// giving up on the previous one, but the bytes it wrote there may still be in the network
+/// (a blackholed connection delivers them when it heals) and would reach raft long after
+/// the sender moved on — a proposal among them could be appended to the log again.
 pub struct PeerService<O> {
     raft: RaftHandle<O>,
     cluster_id: u64,
     member_id: u64,
     snapshot_dir: PathBuf,
+    /// The newest stream id seen from each member.
+    newest: Arc<Mutex<HashMap<u64, u64>>>,
 }
 
 impl<O: Send + 'static> PeerService<O> {
@@ -399,6 +451,7 @@ impl<O: Send + 'static> PeerService<O> {
             cluster_id,
             member_id,
             snapshot_dir,
+            newest: Arc::default(),
         }
     }
 
@@ -435,6 +488,21 @@ impl<O: Send + 'static> Peer for PeerService<O> {
         let mut stream = request.into_inner();
         while let Some(batch) = stream.message().await? {
             self.check(batch.cluster_id, batch.to)?;
+            // Held while the batch is handed to raft, so that no batch of an older stream
+            // slips in after one of a newer stream.
+            let mut newest = self.newest.lock();
+            let seen = newest.entry(batch.from).or_insert(0);
+            if batch.stream_id < *seen {
+                metrics::counter!("cairn_network_peer_stale_batches_total").increment(1);
+                tracing::info!(
+                    from = %format!("{:x}", batch.from),
+                    stream = batch.stream_id,
+                    newest = *seen,
+                    "dropping raft messages of a stream the sender replaced"
+                );
+                return Err(Status::failed_precondition(format!("{SUPERSEDED}{seen}")));
+            }
+            *seen = batch.stream_id;
             for bytes in &batch.messages {
                 let msg = Message::parse_from_bytes(bytes)
                     .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
@@ -442,9 +510,14 @@ impl<O: Send + 'static> Peer for PeerService<O> {
                     // Snapshots come with their data on the snapshot stream only.
                     continue;
                 }
-                self.raft
-                    .step(msg)
-                    .map_err(|_| Status::unavailable("raft node stopped"))?;
+                match self.raft.step(msg) {
+                    Ok(()) => {}
+                    // raft retransmits what a full queue drops.
+                    Err(RaftError::TooManyRequests) => {
+                        metrics::counter!("cairn_network_peer_dropped_messages_total").increment(1);
+                    }
+                    Err(_) => return Err(Status::unavailable("raft node stopped")),
+                }
             }
         }
         Ok(Response::new(PeerAck {}))

@@ -11,6 +11,7 @@ use raft::eraftpb::{
 use raft::storage::MemStorage;
 
 use crate::error::StorageError;
+use crate::proposal::ProposalLedger;
 
 /// What was recovered from disk when the log store was opened.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Recovered {
     pub snapshot_index: u64,
     /// The membership at the snapshot mark.
     pub conf_state: ConfState,
+    /// The proposals applied up to the snapshot mark.
+    pub ledger: ProposalLedger,
     /// The last hard state written.
     pub hard_state: HardState,
     /// The last index in the log.
@@ -63,9 +66,43 @@ fn to_wal_hs(hs: &HardState) -> WalHardState {
     }
 }
 
-fn conf_state_bytes(cs: &ConfState) -> Result<Vec<u8>, StorageError> {
-    cs.write_to_bytes()
-        .map_err(|e| StorageError::Decode(e.to_string()))
+/// The first bytes of a snapshot mark's data written by this version: the membership
+/// and the proposal ledger at the mark. Older marks hold only the encoded membership
+/// (whose protobuf encoding can never start with these bytes).
+const MARK_MAGIC: &[u8; 4] = b"CMK1";
+
+/// A snapshot mark's data: the membership and the proposal ledger at its index.
+fn mark_data(cs: &ConfState, ledger: &ProposalLedger) -> Result<Vec<u8>, StorageError> {
+    let cs = cs
+        .write_to_bytes()
+        .map_err(|e| StorageError::Decode(e.to_string()))?;
+    let ledger = ledger.encode();
+    let mut out = Vec::with_capacity(8 + cs.len() + ledger.len());
+    out.extend_from_slice(MARK_MAGIC);
+    out.extend_from_slice(&(cs.len() as u32).to_be_bytes());
+    out.extend_from_slice(&cs);
+    out.extend_from_slice(&ledger);
+    Ok(out)
+}
+
+/// Reads what [`mark_data`] wrote, or an older mark holding only the membership.
+fn read_mark_data(data: &[u8]) -> Result<(ConfState, ProposalLedger), StorageError> {
+    let bad = |what: String| StorageError::Decode(format!("snapshot mark: {what}"));
+    let Some(rest) = data.strip_prefix(MARK_MAGIC.as_slice()) else {
+        let cs = ConfState::parse_from_bytes(data).map_err(|e| bad(e.to_string()))?;
+        return Ok((cs, ProposalLedger::default()));
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<4>() else {
+        return Err(bad("truncated".into()));
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(bad("truncated membership".into()));
+    }
+    let (cs, ledger) = rest.split_at(len);
+    let cs = ConfState::parse_from_bytes(cs).map_err(|e| bad(e.to_string()))?;
+    let ledger = ProposalLedger::decode(ledger).map_err(|e| bad(e.to_string()))?;
+    Ok((cs, ledger))
 }
 
 impl LogStore {
@@ -121,7 +158,7 @@ impl LogStore {
             snapshot: Some(SnapshotMark {
                 index: 0,
                 term: 0,
-                data: conf_state_bytes(&conf_state)?,
+                data: mark_data(&conf_state, &ProposalLedger::default())?,
             }),
         };
         for e in &entries {
@@ -139,6 +176,7 @@ impl LogStore {
             metadata: metadata.to_vec(),
             snapshot_index: 0,
             conf_state,
+            ledger: ProposalLedger::default(),
             hard_state: hs.clone(),
             last_index: entries.len() as u64,
         };
@@ -158,19 +196,26 @@ impl LogStore {
     /// state machine has durably applied: the commit index is raised to it if the WAL's
     /// recorded commit lags (commit-only hard states are written lazily).
     ///
-    /// `restored` is the raft snapshot the state machine last installed: if the member
-    /// stopped after installing it but before its mark reached the log, the mark is
-    /// written now.
+    /// `restored` is the raft snapshot the state machine last installed, with the proposal
+    /// ledger it carried: if the member stopped after installing it but before its mark
+    /// reached the log, the mark is written now.
     pub fn open(
         dir: &Path,
         opts: WalOptions,
         applied: u64,
-        restored: Option<&SnapshotMetadata>,
+        restored: Option<(&SnapshotMetadata, &ProposalLedger)>,
     ) -> Result<(LogStore, Recovered), StorageError> {
         let (mut wal, mut replayed) = Wal::open(dir, opts)?;
-        if let Some(meta) = restored {
+        if let Some((meta, ledger)) = restored {
             let marked = replayed.snapshot.as_ref().map_or(0, |m| m.index);
             if meta.index > marked {
+                if applied != meta.index {
+                    return Err(StorageError::Inconsistent(format!(
+                        "the state machine installed a snapshot at {} without a mark in the \
+                         log, but has applied up to {applied}",
+                        meta.index
+                    )));
+                }
                 tracing::info!(
                     index = meta.index,
                     "writing the mark of a snapshot installed before the last stop"
@@ -181,7 +226,7 @@ impl LogStore {
                     snapshot: Some(SnapshotMark {
                         index: meta.index,
                         term: meta.term,
-                        data: conf_state_bytes(meta.get_conf_state())?,
+                        data: mark_data(meta.get_conf_state(), ledger)?,
                     }),
                 })?;
                 drop(wal);
@@ -189,14 +234,12 @@ impl LogStore {
             }
         }
         let mem = MemStorage::new();
-        let (snapshot_index, snapshot_term, conf_state) = match &replayed.snapshot {
-            Some(mark) => (
-                mark.index,
-                mark.term,
-                ConfState::parse_from_bytes(&mark.data)
-                    .map_err(|e| StorageError::Decode(e.to_string()))?,
-            ),
-            None => (0, 0, ConfState::default()),
+        let (snapshot_index, snapshot_term, conf_state, ledger) = match &replayed.snapshot {
+            Some(mark) => {
+                let (cs, ledger) = read_mark_data(&mark.data)?;
+                (mark.index, mark.term, cs, ledger)
+            }
+            None => (0, 0, ConfState::default(), ProposalLedger::default()),
         };
         {
             let mut core = mem.wl();
@@ -250,6 +293,7 @@ impl LogStore {
             metadata: replayed.metadata,
             snapshot_index,
             conf_state,
+            ledger,
             hard_state: hs.clone(),
             last_index,
         };
@@ -336,13 +380,15 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes a snapshot mark at `index` (whose applied state the caller has made durable),
-    /// forgets in-memory entries before `keep_from`, and releases WAL segments no longer needed.
+    /// Writes a snapshot mark at `index` (whose applied state the caller has made durable)
+    /// with the membership and the proposal ledger at that index, forgets in-memory
+    /// entries before `keep_from`, and releases WAL segments no longer needed.
     pub fn mark_snapshot(
         &mut self,
         index: u64,
         term: u64,
         conf_state: &ConfState,
+        ledger: &ProposalLedger,
         keep_from: u64,
     ) -> Result<(), StorageError> {
         let batch = WalBatch {
@@ -351,20 +397,26 @@ impl LogStore {
             snapshot: Some(SnapshotMark {
                 index,
                 term,
-                data: conf_state_bytes(conf_state)?,
+                data: mark_data(conf_state, ledger)?,
             }),
         };
         self.wal.append(&batch)?;
         self.hard_state_dirty = false;
         self.snapshot_index = index;
+        crate::crash_point!("raft::after_snapshot_mark");
         self.mem.wl().compact(keep_from.min(index))?;
         self.wal.release_to(index)?;
         Ok(())
     }
 
     /// Installs a raft snapshot the state machine has already restored: a durable mark at
-    /// its index (with its membership), then raft's view of the log starts after it.
-    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+    /// its index (with its membership and the proposal ledger it carried), then raft's
+    /// view of the log starts after it.
+    pub fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        ledger: &ProposalLedger,
+    ) -> Result<(), StorageError> {
         let meta = snapshot.get_metadata();
         if self.hard_state.commit < meta.index {
             self.hard_state.commit = meta.index;
@@ -376,7 +428,7 @@ impl LogStore {
             snapshot: Some(SnapshotMark {
                 index: meta.index,
                 term: meta.term,
-                data: conf_state_bytes(meta.get_conf_state())?,
+                data: mark_data(meta.get_conf_state(), ledger)?,
             }),
         };
         self.wal.append(&batch)?;
@@ -389,5 +441,35 @@ impl LogStore {
         }
         self.wal.release_to(meta.index)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proposal::ProposalId;
+
+    #[test]
+    fn mark_data_round_trips_and_old_marks_read_as_membership_only() {
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Default::default()
+        };
+        let mut ledger = ProposalLedger::default();
+        ledger.record(ProposalId {
+            proposer: 2,
+            seq: 77,
+        });
+        let data = mark_data(&cs, &ledger).unwrap();
+        assert_eq!(read_mark_data(&data).unwrap(), (cs.clone(), ledger));
+        let old = cs.write_to_bytes().unwrap();
+        assert_eq!(
+            read_mark_data(&old).unwrap(),
+            (cs, ProposalLedger::default())
+        );
+        for cut in 4..data.len() {
+            assert!(read_mark_data(&data[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cairn_grpc_gateway::EtcdError;
 use cairn_lease_manager::Lessor;
 use cairn_mvcc_store::backend::CF_MEMBERS;
-use cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY;
+use cairn_mvcc_store::hash::{PROPOSAL_LEDGER_KEY, RAFT_SNAPSHOT_KEY};
 use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
@@ -17,7 +17,9 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::Event;
 use cairn_raft_node::eraftpb::SnapshotMetadata;
-use cairn_raft_node::{ApplyError, CommittedEntry, EntryKind, SnapshotData, StateMachine};
+use cairn_raft_node::{
+    ApplyError, CommittedEntry, EntryKind, ProposalLedger, SnapshotData, StateMachine,
+};
 use prost::Message as _;
 use protobuf::Message as _;
 use std::path::{Path, PathBuf};
@@ -341,7 +343,9 @@ impl StateMachine for Applier {
                     .map_err(|e| Self::fatal(index, e))?;
                 return Ok(Applied::Members(list));
             }
-            EntryKind::Empty => {
+            // A proposal that reached the log again, or after a later one of its
+            // member: applied already (or overtaken), so only the index moves.
+            EntryKind::Empty | EntryKind::Rejected(_) => {
                 self.store
                     .record_applied(index)
                     .map_err(|e| Self::fatal(index, e))?;
@@ -349,18 +353,24 @@ impl StateMachine for Applier {
             }
             EntryKind::Normal(data) => data,
         };
+        // Every member applies the same log: skipping an entry this member cannot read
+        // would make it diverge from the others without anybody noticing. Stop instead,
+        // as etcd does.
         let request = match InternalRequest::decode(data) {
             Ok(InternalRequest {
                 request: Some(r), ..
             }) => r,
-            Ok(_) | Err(_) => {
-                tracing::error!(index, "undecodable request in the raft log; skipped");
-                self.store
-                    .record_applied(index)
-                    .map_err(|e| Self::fatal(index, e))?;
-                return Ok(Applied::Failed(EtcdError::Internal(
-                    "undecodable request".into(),
-                )));
+            Ok(_) => {
+                return Err(ApplyError(format!(
+                    "the committed entry at index {index} holds no request this version \
+                     knows (written by a newer version?); stopping rather than diverging"
+                )))
+            }
+            Err(e) => {
+                return Err(ApplyError(format!(
+                    "the committed entry at index {index} does not decode ({e}); stopping \
+                     rather than diverging"
+                )))
             }
         };
         match self.apply_request(index, request) {
@@ -382,8 +392,16 @@ impl StateMachine for Applier {
             .map_err(|e| ApplyError(format!("syncing the backend: {e}")))
     }
 
-    fn snapshot(&mut self) -> Result<SnapshotData, ApplyError> {
+    fn snapshot(&mut self, ledger: &ProposalLedger) -> Result<SnapshotData, ApplyError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        // The ledger describes the proposals applied up to the applied index the
+        // checkpoint holds; it travels inside it.
+        let mut batch = BackendBatch::new();
+        batch.put_cf(CF_MEMBERS, PROPOSAL_LEDGER_KEY, ledger.encode());
+        self.store
+            .backend()
+            .write(batch)
+            .map_err(|e| ApplyError(format!("recording the proposal ledger: {e}")))?;
         let dir = self.snapshot_dir()?.join(format!(
             "checkpoint-{}-{}",
             self.store.applied_index(),
@@ -399,7 +417,11 @@ impl StateMachine for Applier {
         Ok(Box::new(CheckpointArchive { reader, dir }))
     }
 
-    fn restore(&mut self, meta: &SnapshotMetadata, data: &Path) -> Result<(), ApplyError> {
+    fn restore(
+        &mut self,
+        meta: &SnapshotMetadata,
+        data: &Path,
+    ) -> Result<ProposalLedger, ApplyError> {
         let err = |what: &str, e: &dyn std::fmt::Display| ApplyError(format!("{what}: {e}"));
         let dir = self.snapshot_dir()?.join(format!("restore-{}", meta.index));
         let _ = std::fs::remove_dir_all(&dir);
@@ -439,14 +461,33 @@ impl StateMachine for Applier {
             revision = self.store.current_revision(),
             "store replaced by the leader's snapshot"
         );
-        Ok(())
+        stored_ledger(&backend)
     }
 
-    fn restored_snapshot(&self) -> Option<SnapshotMetadata> {
+    fn restored_snapshot(&self) -> Result<Option<(SnapshotMetadata, ProposalLedger)>, ApplyError> {
         let backend = self.store.backend();
-        let cf = backend.cf_handle(CF_MEMBERS)?;
-        let bytes = backend.db().get_cf(cf, RAFT_SNAPSHOT_KEY).ok()??;
-        SnapshotMetadata::parse_from_bytes(&bytes).ok()
+        let Some(bytes) = backend
+            .get(CF_MEMBERS, RAFT_SNAPSHOT_KEY)
+            .map_err(|e| ApplyError(format!("reading the installed snapshot's record: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let meta = SnapshotMetadata::parse_from_bytes(&bytes).map_err(|e| {
+            ApplyError(format!(
+                "the installed snapshot's record does not decode: {e}"
+            ))
+        })?;
+        Ok(Some((meta, stored_ledger(backend)?)))
+    }
+}
+
+/// The proposal ledger a snapshot carried (none from a leader older than the ledger).
+fn stored_ledger(backend: &cairn_mvcc_store::Backend) -> Result<ProposalLedger, ApplyError> {
+    match backend.get(CF_MEMBERS, PROPOSAL_LEDGER_KEY) {
+        Ok(Some(bytes)) => ProposalLedger::decode(&bytes)
+            .map_err(|e| ApplyError(format!("the snapshot's proposal ledger: {e}"))),
+        Ok(None) => Ok(ProposalLedger::default()),
+        Err(e) => Err(ApplyError(format!("reading the proposal ledger: {e}"))),
     }
 }
 

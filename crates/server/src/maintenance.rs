@@ -433,8 +433,9 @@ const MEMBERS_DROPPED_PREFIXES: [&[u8]; 2] = [
     crate::members::MEMBER_PREFIX,
     crate::members::REMOVED_PREFIX,
 ];
-const MEMBERS_DROPPED_KEYS: [&[u8]; 3] = [
+const MEMBERS_DROPPED_KEYS: [&[u8]; 4] = [
     cairn_mvcc_store::hash::RAFT_SNAPSHOT_KEY,
+    cairn_mvcc_store::hash::PROPOSAL_LEDGER_KEY,
     cairn_mvcc_store::backend::MEMBER_ID_KEY,
     crate::members::CLUSTER_ID_KEY,
 ];

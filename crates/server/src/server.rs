@@ -66,6 +66,7 @@ fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
     match e {
         RaftError::ProposalDropped(_) if !has_leader => EtcdError::NoLeader,
         RaftError::ProposalDropped(_) => EtcdError::LeaderChanged,
+        RaftError::TooManyRequests => EtcdError::TooManyRequests,
         RaftError::Stopped | RaftError::Fatal(_) => EtcdError::Stopped,
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cairn_raft_node::eraftpb::{ConfState, Message, SnapshotMetadata};
 use cairn_raft_node::{
     start, ApplyError, CommittedEntry, EntryKind, InitialMember, NodeConfig, NodeStatus, PeerEvent,
-    RaftHandle, Role, SnapshotData, StateMachine, Transport,
+    ProposalLedger, RaftHandle, Role, SnapshotData, StateMachine, Transport,
 };
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use parking_lot::Mutex;
@@ -44,6 +44,8 @@ pub struct SmState {
     pub restores: Vec<u64>,
     /// The last snapshot installed.
     pub restored: Option<SnapshotMetadata>,
+    /// The proposal ledger the last installed snapshot carried.
+    pub ledger: ProposalLedger,
     /// How many times `snapshot()` was called (this member sent a snapshot).
     pub snapshots_taken: u64,
 }
@@ -54,8 +56,11 @@ impl SmState {
         self.entries.iter().map(|(_, p)| p.clone()).collect()
     }
 
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self, ledger: &ProposalLedger) -> Vec<u8> {
         let mut out = Vec::new();
+        let ledger = ledger.encode();
+        out.extend_from_slice(&(ledger.len() as u64).to_le_bytes());
+        out.extend_from_slice(&ledger);
         out.extend_from_slice(&self.applied.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
         for (index, payload) in &self.entries {
@@ -66,7 +71,7 @@ impl SmState {
         out
     }
 
-    fn decode(mut bytes: &[u8]) -> Result<(u64, Entries), String> {
+    fn decode(mut bytes: &[u8]) -> Result<(u64, Entries, ProposalLedger), String> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
             if bytes.len() < n {
                 return Err("snapshot data truncated".into());
@@ -78,6 +83,9 @@ impl SmState {
         fn u64_of(bytes: &mut &[u8]) -> Result<u64, String> {
             Ok(u64::from_le_bytes(take(bytes, 8)?.try_into().unwrap()))
         }
+        let ledger_len = u64_of(&mut bytes)? as usize;
+        let ledger =
+            ProposalLedger::decode(take(&mut bytes, ledger_len)?).map_err(|e| e.to_string())?;
         let applied = u64_of(&mut bytes)?;
         let count = u64_of(&mut bytes)?;
         let mut entries = Vec::with_capacity(count as usize);
@@ -89,7 +97,7 @@ impl SmState {
         if !bytes.is_empty() {
             return Err(format!("{} trailing bytes in snapshot data", bytes.len()));
         }
-        Ok((applied, entries))
+        Ok((applied, entries, ledger))
     }
 }
 
@@ -124,7 +132,7 @@ impl StateMachine for MemSm {
         match e.kind {
             EntryKind::Normal(data) => st.entries.push((e.index, data.to_vec())),
             EntryKind::ConfChange { state, .. } => st.conf_states.push((e.index, state)),
-            EntryKind::Empty => {}
+            EntryKind::Empty | EntryKind::Rejected(_) => {}
         }
         Ok(e.index)
     }
@@ -133,15 +141,19 @@ impl StateMachine for MemSm {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<SnapshotData, ApplyError> {
+    fn snapshot(&mut self, ledger: &ProposalLedger) -> Result<SnapshotData, ApplyError> {
         let mut st = self.state.lock();
         st.snapshots_taken += 1;
-        Ok(Box::new(std::io::Cursor::new(st.encode())))
+        Ok(Box::new(std::io::Cursor::new(st.encode(ledger))))
     }
 
-    fn restore(&mut self, meta: &SnapshotMetadata, data: &Path) -> Result<(), ApplyError> {
+    fn restore(
+        &mut self,
+        meta: &SnapshotMetadata,
+        data: &Path,
+    ) -> Result<ProposalLedger, ApplyError> {
         let bytes = std::fs::read(data).map_err(|e| ApplyError(e.to_string()))?;
-        let (applied, entries) = SmState::decode(&bytes).map_err(ApplyError)?;
+        let (applied, entries, ledger) = SmState::decode(&bytes).map_err(ApplyError)?;
         if applied != meta.index {
             return Err(ApplyError(format!(
                 "snapshot data at {applied} does not match its metadata at {}",
@@ -153,11 +165,13 @@ impl StateMachine for MemSm {
         st.entries = entries;
         st.restores.push(meta.index);
         st.restored = Some(meta.clone());
-        Ok(())
+        st.ledger = ledger.clone();
+        Ok(ledger)
     }
 
-    fn restored_snapshot(&self) -> Option<SnapshotMetadata> {
-        self.state.lock().restored.clone()
+    fn restored_snapshot(&self) -> Result<Option<(SnapshotMetadata, ProposalLedger)>, ApplyError> {
+        let st = self.state.lock();
+        Ok(st.restored.clone().map(|meta| (meta, st.ledger.clone())))
     }
 }
 
