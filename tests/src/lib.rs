@@ -25,6 +25,7 @@ mod background;
 mod cluster;
 mod etcdctl;
 mod grpc;
+pub mod history;
 mod ids;
 pub mod linearizability;
 mod net;
@@ -36,7 +37,7 @@ pub use cluster::{watch_all_from, Cluster, MemberView, LEADER_DEADLINE};
 pub use etcdctl::{etcdctl, etcdctl_with_stdin, CtlOutput};
 pub use grpc::{assert_status, grpc_status};
 pub use ids::{cluster_id, member_id};
-pub use net::{free_port, http_get, HttpResponse};
+pub use net::{free_port, http_get, http_request, HttpResponse};
 pub use proxy::Proxy;
 pub use server::{expected_version, server_kind, Server, ServerKind, ServerOpts};
 

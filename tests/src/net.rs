@@ -1,4 +1,5 @@
-//! Loopback ports and a minimal HTTP/1.1 GET, enough for `/health`.
+//! Loopback ports and a minimal HTTP/1.1 client, enough for `/health` and the debug
+//! endpoints.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -37,6 +38,16 @@ pub struct HttpResponse {
 
 /// `GET http://<addr><path>` with `Connection: close` and a short timeout.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<HttpResponse> {
+    http_request(addr, "GET", path, "")
+}
+
+/// `<method> http://<addr><path>` with `body`, `Connection: close` and a short timeout.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<HttpResponse> {
     let timeout = Duration::from_secs(2);
     let sock_addr = addr
         .parse()
@@ -46,7 +57,8 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<HttpResponse> {
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
 
     let mut raw = Vec::new();

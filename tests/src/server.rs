@@ -80,6 +80,8 @@ pub struct ServerOpts {
     initial_cluster_state: Option<String>,
     ports: Option<(u16, u16)>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOpts {
@@ -92,6 +94,8 @@ impl Default for ServerOpts {
             initial_cluster_state: None,
             ports: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -143,6 +147,19 @@ impl ServerOpts {
     /// One more command-line argument, e.g. `--max-txn-ops`, then `16`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// An environment variable of the process (e.g. cairn's `FAILPOINTS`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The `--data-dir` (by default `data` in the server's own temp dir), e.g. on a small
+    /// file system the test mounted.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
         self
     }
 }
@@ -253,7 +270,43 @@ impl Server {
 
     /// The `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
-        self.root.join("data")
+        self.opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join("data"))
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.opts.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.opts.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// Waits for the process to exit on its own (a crash, a fatal error) and reaps it;
+    /// panics if it still runs after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.child = Some(child);
+                panic!("server still running {within:?} later (log below)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The resident memory of the process in bytes (Linux `VmRSS`), while it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// The file that receives the server's stdout and stderr.
@@ -384,6 +437,9 @@ impl Server {
                 command.env_remove(key);
             }
         }
+        command.env_remove("FAILPOINTS");
+        command.env_remove("CAIRN_FAILPOINTS_HTTP");
+        command.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         banner(&self.log_path(), &self.binary, &args);
         let child = command
             .spawn()

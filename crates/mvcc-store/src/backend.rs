@@ -155,6 +155,14 @@ impl Backend {
 
     /// Commits a RocksDB batch without syncing.
     pub(crate) fn write_raw(&self, raw: WriteBatch) -> Result<(), MvccError> {
+        // Fault tests make the disk fail here: `backend::write=return(ENOSPC)` (or EIO).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("backend::write", |errno: Option<String>| {
+            Err(MvccError::Io(format!(
+                "write to the backend: injected {}",
+                errno.as_deref().unwrap_or("EIO")
+            )))
+        });
         let mut options = WriteOptions::default();
         options.set_sync(false);
         self.db.write_opt(raw, &options)?;

@@ -714,6 +714,7 @@ impl KvStore {
                 removed += 1;
                 if batch.len() >= COMPACTION_CHUNK {
                     self.backend.write_raw(std::mem::take(&mut batch))?;
+                    crash_point!("mvcc::compact_chunk");
                 }
             }
             it.next();

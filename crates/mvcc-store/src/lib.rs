@@ -51,6 +51,18 @@
 //! ```
 #![deny(missing_docs)]
 
+/// A crash window for fault tests: with the `failpoints` feature, the fail point `$name`
+/// configured to `return` aborts the process there, as a power cut would.
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| {
+            eprintln!("fail point {} reached: aborting", $name);
+            std::process::abort()
+        });
+    };
+}
+
 pub mod backend;
 pub mod error;
 pub mod hash;

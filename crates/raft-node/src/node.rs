@@ -260,6 +260,9 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     /// Handles what the transport reported, issues batched reads and processes every
     /// Ready raft has, then publishes the status.
     pub fn advance(&mut self) -> Result<(), String> {
+        // Fault tests hold the raft thread here (`raft::advance=pause`) or slow it down.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft::advance");
         for event in self.transport.poll_events() {
             match event {
                 PeerEvent::Unreachable(id) => self.raw.report_unreachable(id),

@@ -428,6 +428,11 @@ impl StateMachine for Applier {
         let file = std::fs::File::open(data).map_err(|e| err("opening the snapshot", &e))?;
         cairn_mvcc_store::snapshot::unpack(std::io::BufReader::new(file), &dir)
             .map_err(|e| err("unpacking the snapshot", &e))?;
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("apply::before_restore_write", |_| {
+            eprintln!("fail point apply::before_restore_write reached: aborting");
+            std::process::abort()
+        });
         let backend = self.store.backend().clone();
         // The restore keeps this member's id (MEMBER_LOCAL_KEYS); the cluster id is the
         // leader's too. The snapshot's metadata joins them in the same batch.

@@ -14,6 +14,8 @@ pub mod alarms;
 pub mod apply;
 mod cluster;
 pub mod config;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod hooks;
 pub mod ids;
 mod join;
@@ -285,6 +287,15 @@ pub async fn run(
         cluster: "3.5.0".into(),
     };
     let http_router = http::router(server.clone(), metrics, versions);
+    #[cfg(feature = "failpoints")]
+    let http_router = if failpoints::enabled() {
+        tracing::warn!(
+            "fail points can be configured on /debug/failpoints (CAIRN_FAILPOINTS_HTTP=1)"
+        );
+        http_router.merge(failpoints::router())
+    } else {
+        http_router
+    };
     let frontend = Arc::new(maintenance::Frontend::new(
         server.clone(),
         alarms,

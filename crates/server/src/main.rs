@@ -116,6 +116,9 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("snapshot") {
         return snapshot_command();
     }
+    // Fault tests configure crash windows and disk errors through FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cfg = Config::load().context("reading the configuration")?;
     init_logging(&cfg);
     let metrics = PrometheusBuilder::new()

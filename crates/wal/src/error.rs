@@ -72,3 +72,14 @@ pub(crate) fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) 
     let path = path.to_path_buf();
     move |source| WalError::Io { op, path, source }
 }
+
+/// The I/O error a fail point injects: `ENOSPC` or `EIO` (the default).
+#[cfg(feature = "failpoints")]
+pub(crate) fn injected(errno: Option<&str>) -> io::Error {
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
+    io::Error::from_raw_os_error(match errno {
+        Some("ENOSPC") => ENOSPC,
+        _ => EIO,
+    })
+}

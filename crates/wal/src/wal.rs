@@ -261,6 +261,15 @@ impl Wal {
         if batch.is_empty() {
             return Ok(());
         }
+        // Fault tests make the disk fail here: `wal::append=return(ENOSPC)` (or EIO).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("wal::append", |errno: Option<String>| {
+            Err(WalError::Io {
+                op: "write",
+                path: self.active.path.clone(),
+                source: crate::error::injected(errno.as_deref()),
+            })
+        });
         let after = self.position.after(batch)?;
         let batch_len = encoded_len(batch);
         let cut = self.active_len.saturating_add(batch_len) > self.opts.segment_bytes
