@@ -195,7 +195,7 @@ impl Backend {
     /// meanwhile: RocksDB compacts in the background of its own write path,
     /// and automatic compactions are not blocked. Returns when done.
     pub fn defragment(&self) -> Result<(), MvccError> {
-        let before = self.size_bytes();
+        let before = self.size_bytes()?;
         let mut options = CompactOptions::default();
         options.set_exclusive_manual_compaction(false);
         options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
@@ -207,34 +207,38 @@ impl Backend {
         }
         tracing::info!(
             size_before = before,
-            size_after = self.size_bytes(),
+            size_after = self.size_bytes()?,
             "backend defragmented"
         );
         Ok(())
     }
 
     /// Bytes the database occupies: every SST file plus every memtable
-    /// (etcd's `etcd_mvcc_db_total_size_in_bytes`, the quota's measure).
-    pub fn size_bytes(&self) -> u64 {
-        self.sum_property(c"rocksdb.total-sst-files-size")
-            + self.sum_property(c"rocksdb.size-all-mem-tables")
+    /// (etcd's `etcd_mvcc_db_total_size_in_bytes`, the quota's measure). An
+    /// error is never read as a size: the quota must not turn off.
+    pub fn size_bytes(&self) -> Result<u64, MvccError> {
+        Ok(self.sum_property(c"rocksdb.total-sst-files-size")?
+            + self.sum_property(c"rocksdb.size-all-mem-tables")?)
     }
 
     /// Bytes in use: live SST files plus the memtables not yet flushed
     /// (etcd's `etcd_mvcc_db_total_size_in_use_in_bytes`).
-    pub fn size_in_use_bytes(&self) -> u64 {
-        self.sum_property(c"rocksdb.live-sst-files-size")
-            + self.sum_property(c"rocksdb.cur-size-all-mem-tables")
+    pub fn size_in_use_bytes(&self) -> Result<u64, MvccError> {
+        Ok(self.sum_property(c"rocksdb.live-sst-files-size")?
+            + self.sum_property(c"rocksdb.cur-size-all-mem-tables")?)
     }
 
     /// An integer property summed over every column family; RocksDB answers
     /// these from memory.
-    fn sum_property(&self, name: &std::ffi::CStr) -> u64 {
-        std::iter::once("default")
-            .chain(COLUMN_FAMILIES)
-            .filter_map(|cf| self.db.cf_handle(cf))
-            .filter_map(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
-            .sum()
+    fn sum_property(&self, name: &std::ffi::CStr) -> Result<u64, MvccError> {
+        let mut sum = 0;
+        for cf in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
+            let value = self.db.property_int_value_cf(self.cf(cf)?, name)?;
+            sum += value.ok_or_else(|| {
+                MvccError::Corrupt(format!("RocksDB does not know the property {name:?}"))
+            })?;
+        }
+        Ok(sum)
     }
 }
 
@@ -385,20 +389,23 @@ mod tests {
     fn sizes_grow_with_data() {
         let dir = tempfile::tempdir().unwrap();
         let backend = Backend::open(dir.path()).unwrap();
-        let (total_before, in_use_before) = (backend.size_bytes(), backend.size_in_use_bytes());
+        let (total_before, in_use_before) = (
+            backend.size_bytes().unwrap(),
+            backend.size_in_use_bytes().unwrap(),
+        );
         let mut batch = BackendBatch::new();
         for i in 0u32..1000 {
             batch.put_cf(CF_KEY, i.to_be_bytes(), [7u8; 1024]);
         }
         backend.write(batch).unwrap();
-        assert!(backend.size_bytes() >= total_before + 1000 * 1024);
-        assert!(backend.size_in_use_bytes() >= in_use_before + 1000 * 1024);
+        assert!(backend.size_bytes().unwrap() >= total_before + 1000 * 1024);
+        assert!(backend.size_in_use_bytes().unwrap() >= in_use_before + 1000 * 1024);
         backend
             .db()
             .flush_cf(backend.cf_handle(CF_KEY).unwrap())
             .unwrap();
-        assert!(backend.size_bytes() > 0);
-        assert!(backend.size_in_use_bytes() <= backend.size_bytes());
+        assert!(backend.size_bytes().unwrap() > 0);
+        assert!(backend.size_in_use_bytes().unwrap() <= backend.size_bytes().unwrap());
     }
 
     #[test]

@@ -368,10 +368,16 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                metrics::gauge!("etcd_mvcc_db_total_size_in_bytes")
-                    .set(backend.size_bytes() as f64);
-                metrics::gauge!("etcd_mvcc_db_total_size_in_use_in_bytes")
-                    .set(backend.size_in_use_bytes() as f64);
+                match (backend.size_bytes(), backend.size_in_use_bytes()) {
+                    (Ok(total), Ok(in_use)) => {
+                        metrics::gauge!("etcd_mvcc_db_total_size_in_bytes").set(total as f64);
+                        metrics::gauge!("etcd_mvcc_db_total_size_in_use_in_bytes")
+                            .set(in_use as f64);
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "reading the backend size");
+                    }
+                }
             }
         }
     });

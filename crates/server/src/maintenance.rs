@@ -110,15 +110,23 @@ impl Default for SizeCache {
 const SIZE_REFRESH: Duration = Duration::from_millis(100);
 
 impl SizeCache {
-    fn get(&self, backend: &cairn_mvcc_store::Backend) -> u64 {
+    fn get(&self, backend: &cairn_mvcc_store::Backend) -> Result<u64, EtcdError> {
         let now = self.origin.elapsed().as_millis() as u64;
         let at = self.read_at_ms.load(Ordering::Relaxed);
         if at == u64::MAX || now.saturating_sub(at) >= SIZE_REFRESH.as_millis() as u64 {
-            self.bytes.store(backend.size_bytes(), Ordering::Relaxed);
+            self.bytes.store(backend_size(backend)?, Ordering::Relaxed);
             self.read_at_ms.store(now, Ordering::Relaxed);
         }
-        self.bytes.load(Ordering::Relaxed)
+        Ok(self.bytes.load(Ordering::Relaxed))
     }
+}
+
+/// The backend's size; a failure to read it refuses the request rather than pass as 0
+/// bytes (which would turn the quota off).
+fn backend_size(backend: &cairn_mvcc_store::Backend) -> Result<u64, EtcdError> {
+    backend
+        .size_bytes()
+        .map_err(|e| EtcdError::Internal(format!("reading the backend size: {e}")))
 }
 
 impl Quota {
@@ -126,10 +134,10 @@ impl Quota {
     /// raises NOSPACE for this member. Far from the quota a recent size is enough; near
     /// it the size is read afresh.
     pub(crate) async fn check(&self, cost: u64) -> Result<(), EtcdError> {
-        if cost == 0 || self.size.get(&self.server.backend) + cost < self.bytes / 10 * 9 {
+        if cost == 0 || self.size.get(&self.server.backend)? + cost < self.bytes / 10 * 9 {
             return Ok(());
         }
-        if self.server.backend.size_bytes() + cost < self.bytes {
+        if backend_size(&self.server.backend)? + cost < self.bytes {
             return Ok(());
         }
         let raise = AlarmRequest {
@@ -233,13 +241,17 @@ impl MaintenanceApi for Frontend {
         Ok(StatusResponse {
             header: self.header_now(),
             version: ETCD_VERSION.to_string(),
-            db_size: server.backend.size_bytes() as i64,
+            db_size: backend_size(&server.backend)? as i64,
             leader: st.leader_id,
             raft_index: st.commit_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
             errors,
-            db_size_in_use: server.backend.size_in_use_bytes() as i64,
+            db_size_in_use: server
+                .backend
+                .size_in_use_bytes()
+                .map_err(|e| EtcdError::Internal(format!("reading the backend size: {e}")))?
+                as i64,
             is_learner: st.learners.contains(&server.member_id),
         })
     }
