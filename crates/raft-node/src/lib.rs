@@ -54,7 +54,9 @@ pub use node::{start, Node};
 pub use peer::{PeerService, PeerTransport, PeerUrls, MAX_PEER_MESSAGE};
 pub use proposal::{ProposalId, ProposalLedger};
 pub use raft::eraftpb;
-pub use state_machine::{ApplyError, CommittedEntry, EntryKind, StateMachine};
+pub use state_machine::{
+    ApplyError, CommittedEntry, EntryKind, MetaDecodeError, SnapshotMeta, StateMachine,
+};
 pub use storage::{InitialMember, LogStore, Recovered};
 pub use transport::{NoPeers, PeerEvent, SnapshotData, Transport};
 

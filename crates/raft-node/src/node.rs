@@ -24,7 +24,7 @@ use crate::error::{RaftError, StorageError};
 use crate::handle::{release_bytes, Backlog, Command, NodeStatus, RaftHandle, Reply, Role};
 use crate::id::IdGenerator;
 use crate::proposal::{ProposalId, ProposalLedger, Verdict};
-use crate::state_machine::{CommittedEntry, EntryKind, StateMachine};
+use crate::state_machine::{CommittedEntry, EntryKind, SnapshotMeta, StateMachine};
 use crate::storage::LogStore;
 use crate::transport::{PeerEvent, SnapshotData, Transport};
 
@@ -120,7 +120,9 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             let restored = sm.restored_snapshot().map_err(|e| {
                 StorageError::Inconsistent(format!("reading the state machine: {e}"))
             })?;
-            let restored = restored.as_ref().map(|(meta, ledger)| (meta, ledger));
+            let restored = restored
+                .as_ref()
+                .map(|(meta, ledger)| (meta.raft(), ledger));
             LogStore::open(&cfg.wal_dir, cfg.wal_options, sm_applied, restored)?
         } else {
             LogStore::bootstrap(
@@ -583,7 +585,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         let started = Instant::now();
         let ledger = self
             .sm
-            .restore(meta, &path)
+            .restore(&SnapshotMeta::from_raft(meta.clone()), &path)
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
         crate::crash_point!("raft::after_snapshot_restore");
         self.log

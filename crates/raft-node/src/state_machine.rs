@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeV2, ConfState, SnapshotMetadata};
 
 use crate::proposal::{ProposalId, ProposalLedger};
@@ -38,6 +39,61 @@ pub struct CommittedEntry<'a> {
     pub proposal: Option<ProposalId>,
     /// The entry's content.
     pub kind: EntryKind<'a>,
+}
+
+/// What a raft snapshot stands for: the last log entry it includes and the membership
+/// at that entry. The state machine records it with the state a snapshot installs
+/// ([`StateMachine::restore`]) and gives it back after a restart
+/// ([`StateMachine::restored_snapshot`]); [`SnapshotMeta::encode`] is its stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotMeta(SnapshotMetadata);
+
+/// Stored snapshot metadata that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed snapshot metadata: {0}")]
+pub struct MetaDecodeError(String);
+
+impl SnapshotMeta {
+    pub(crate) fn from_raft(meta: SnapshotMetadata) -> Self {
+        SnapshotMeta(meta)
+    }
+
+    pub(crate) fn raft(&self) -> &SnapshotMetadata {
+        &self.0
+    }
+
+    /// The index of the last entry the snapshot includes.
+    pub fn index(&self) -> u64 {
+        self.0.index
+    }
+
+    /// That entry's term.
+    pub fn term(&self) -> u64 {
+        self.0.term
+    }
+
+    /// The voters at that entry.
+    pub fn voters(&self) -> &[u64] {
+        &self.0.get_conf_state().voters
+    }
+
+    /// The learners at that entry.
+    pub fn learners(&self) -> &[u64] {
+        &self.0.get_conf_state().learners
+    }
+
+    /// The bytes to store (raft's protobuf encoding of the metadata).
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding a message held in memory cannot fail.
+        self.0.write_to_bytes().unwrap_or_default()
+    }
+
+    /// Reads what [`SnapshotMeta::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetaDecodeError> {
+        SnapshotMetadata::parse_from_bytes(bytes)
+            .map(SnapshotMeta)
+            .map_err(|e| MetaDecodeError(e.to_string()))
+    }
 }
 
 /// A failure of the state machine that must stop the node (e.g. a disk error).
@@ -79,20 +135,16 @@ pub trait StateMachine: Send + 'static {
     /// produced on the leader), crash-atomically, recording `meta` so that
     /// [`StateMachine::restored_snapshot`] returns it after a restart. Returns the ledger
     /// the snapshot carries.
-    fn restore(
-        &mut self,
-        meta: &SnapshotMetadata,
-        data: &Path,
-    ) -> Result<ProposalLedger, ApplyError> {
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Path) -> Result<ProposalLedger, ApplyError> {
         let _ = data;
         Err(ApplyError(format!(
             "this state machine cannot install the snapshot at index {}",
-            meta.index
+            meta.index()
         )))
     }
     /// The raft snapshot last installed by [`StateMachine::restore`] and the ledger it
     /// carried, if any.
-    fn restored_snapshot(&self) -> Result<Option<(SnapshotMetadata, ProposalLedger)>, ApplyError> {
+    fn restored_snapshot(&self) -> Result<Option<(SnapshotMeta, ProposalLedger)>, ApplyError> {
         Ok(None)
     }
 }

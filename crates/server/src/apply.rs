@@ -16,12 +16,10 @@ use cairn_proto::etcdserverpb::{
     TxnResponse,
 };
 use cairn_proto::mvccpb::Event;
-use cairn_raft_node::eraftpb::SnapshotMetadata;
 use cairn_raft_node::{
-    ApplyError, CommittedEntry, EntryKind, ProposalLedger, SnapshotData, StateMachine,
+    ApplyError, CommittedEntry, EntryKind, ProposalLedger, SnapshotData, SnapshotMeta, StateMachine,
 };
 use prost::Message as _;
-use protobuf::Message as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -417,13 +415,11 @@ impl StateMachine for Applier {
         Ok(Box::new(CheckpointArchive { reader, dir }))
     }
 
-    fn restore(
-        &mut self,
-        meta: &SnapshotMetadata,
-        data: &Path,
-    ) -> Result<ProposalLedger, ApplyError> {
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Path) -> Result<ProposalLedger, ApplyError> {
         let err = |what: &str, e: &dyn std::fmt::Display| ApplyError(format!("{what}: {e}"));
-        let dir = self.snapshot_dir()?.join(format!("restore-{}", meta.index));
+        let dir = self
+            .snapshot_dir()?
+            .join(format!("restore-{}", meta.index()));
         let _ = std::fs::remove_dir_all(&dir);
         let file = std::fs::File::open(data).map_err(|e| err("opening the snapshot", &e))?;
         cairn_mvcc_store::snapshot::unpack(std::io::BufReader::new(file), &dir)
@@ -437,10 +433,7 @@ impl StateMachine for Applier {
         // The restore keeps this member's id (MEMBER_LOCAL_KEYS); the cluster id is the
         // leader's too. The snapshot's metadata joins them in the same batch.
         let mut extra = BackendBatch::new();
-        let encoded = meta
-            .write_to_bytes()
-            .map_err(|e| err("encoding snapshot metadata", &e))?;
-        extra.put_cf(CF_MEMBERS, RAFT_SNAPSHOT_KEY, encoded);
+        extra.put_cf(CF_MEMBERS, RAFT_SNAPSHOT_KEY, meta.encode());
         self.store
             .restore_from_checkpoint_with(&dir, extra)
             .map_err(|e| err("restoring the store", &e))?;
@@ -462,14 +455,14 @@ impl StateMachine for Applier {
         }
         self.hooks.on_restore(self.store.current_revision());
         tracing::info!(
-            index = meta.index,
+            index = meta.index(),
             revision = self.store.current_revision(),
             "store replaced by the leader's snapshot"
         );
         stored_ledger(&backend)
     }
 
-    fn restored_snapshot(&self) -> Result<Option<(SnapshotMetadata, ProposalLedger)>, ApplyError> {
+    fn restored_snapshot(&self) -> Result<Option<(SnapshotMeta, ProposalLedger)>, ApplyError> {
         let backend = self.store.backend();
         let Some(bytes) = backend
             .get(CF_MEMBERS, RAFT_SNAPSHOT_KEY)
@@ -477,7 +470,7 @@ impl StateMachine for Applier {
         else {
             return Ok(None);
         };
-        let meta = SnapshotMetadata::parse_from_bytes(&bytes).map_err(|e| {
+        let meta = SnapshotMeta::decode(&bytes).map_err(|e| {
             ApplyError(format!(
                 "the installed snapshot's record does not decode: {e}"
             ))

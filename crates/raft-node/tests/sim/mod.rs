@@ -16,11 +16,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use cairn_raft_node::eraftpb::{ConfChangeV2, Message, MessageType, SnapshotMetadata};
+use cairn_raft_node::eraftpb::{ConfChangeV2, ConfState, Message, MessageType};
 use cairn_raft_node::proposal::ProposalLedger;
 use cairn_raft_node::{
     ApplyError, CommittedEntry, EntryKind, InitialMember, Node, NodeConfig, NodeStatus, PeerEvent,
-    ProposalId, RaftError, RaftHandle, Role, SnapshotData, StateMachine, Transport,
+    ProposalId, RaftError, RaftHandle, Role, SnapshotData, SnapshotMeta, StateMachine, Transport,
 };
 use parking_lot::Mutex;
 
@@ -37,12 +37,16 @@ pub struct SmState {
     pub entries: Vec<(u64, Vec<u8>)>,
     /// Proposals the node rejected as duplicates or overtaken: (index, id).
     pub rejected: Vec<(u64, ProposalId)>,
+    /// Membership after every conf change this member applied itself (not from snapshots).
+    pub conf_states: Vec<(u64, ConfState)>,
+    /// How many snapshots this member made for a follower.
+    pub snapshots_taken: u64,
     /// The ledger the last snapshot carried.
     pub ledger: ProposalLedger,
     /// Indexes of the snapshots installed.
     pub restores: Vec<u64>,
     /// The last snapshot installed.
-    pub restored: Option<SnapshotMetadata>,
+    pub restored: Option<SnapshotMeta>,
 }
 
 impl SmState {
@@ -118,7 +122,8 @@ impl StateMachine for MemSm {
         match e.kind {
             EntryKind::Normal(data) => st.entries.push((e.index, data.to_vec())),
             EntryKind::Rejected(id) => st.rejected.push((e.index, id)),
-            EntryKind::ConfChange { .. } | EntryKind::Empty => {}
+            EntryKind::ConfChange { state, .. } => st.conf_states.push((e.index, state)),
+            EntryKind::Empty => {}
         }
         Ok(e.index)
     }
@@ -128,34 +133,31 @@ impl StateMachine for MemSm {
     }
 
     fn snapshot(&mut self, ledger: &ProposalLedger) -> Result<SnapshotData, ApplyError> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        st.snapshots_taken += 1;
         let bytes = encode_snapshot(st.applied, &st.entries, ledger);
         Ok(Box::new(std::io::Cursor::new(bytes)))
     }
 
-    fn restore(
-        &mut self,
-        meta: &SnapshotMetadata,
-        data: &Path,
-    ) -> Result<ProposalLedger, ApplyError> {
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Path) -> Result<ProposalLedger, ApplyError> {
         let bytes = std::fs::read(data).map_err(|e| ApplyError(e.to_string()))?;
         let (applied, entries, ledger) = decode_snapshot(&bytes).map_err(ApplyError)?;
-        if applied != meta.index {
+        if applied != meta.index() {
             return Err(ApplyError(format!(
                 "snapshot data at {applied} does not match its metadata at {}",
-                meta.index
+                meta.index()
             )));
         }
         let mut st = self.state.lock();
         st.applied = applied;
         st.entries = entries;
         st.ledger = ledger.clone();
-        st.restores.push(meta.index);
+        st.restores.push(meta.index());
         st.restored = Some(meta.clone());
         Ok(ledger)
     }
 
-    fn restored_snapshot(&self) -> Result<Option<(SnapshotMetadata, ProposalLedger)>, ApplyError> {
+    fn restored_snapshot(&self) -> Result<Option<(SnapshotMeta, ProposalLedger)>, ApplyError> {
         let st = self.state.lock();
         Ok(st.restored.clone().map(|m| (m, st.ledger.clone())))
     }
@@ -344,6 +346,23 @@ struct Member {
     cfg: NodeConfig,
 }
 
+/// A snapshot that went through the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentSnapshot {
+    pub from: u64,
+    pub to: u64,
+    pub index: u64,
+    pub delivered: bool,
+}
+
+/// Counters of what the network did.
+#[derive(Debug, Clone, Default)]
+pub struct NetStats {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub snapshots: Vec<SentSnapshot>,
+}
+
 /// The simulated cluster.
 pub struct Sim {
     dir: tempfile::TempDir,
@@ -357,6 +376,7 @@ pub struct Sim {
     /// One tick every this many steps.
     pub steps_per_tick: u64,
     trace: Vec<String>,
+    stats: NetStats,
 }
 
 /// Settings of a simulated member: ticks are steps, each member its own fixed election
@@ -393,6 +413,7 @@ impl Sim {
             seq: 0,
             steps_per_tick: 1,
             trace: Vec::new(),
+            stats: NetStats::default(),
         };
         let initial: Vec<InitialMember> = (1..=n)
             .map(|id| InitialMember {
@@ -423,6 +444,27 @@ impl Sim {
         );
     }
 
+    /// Starts member `id` with an empty log: it joins once the cluster adds it.
+    pub fn start_joining(&mut self, id: u64) {
+        assert!(!self.members.contains_key(&id), "member {id} exists");
+        let cfg = config(self.dir.path(), id, Vec::new());
+        self.start(cfg, MemSm::default());
+    }
+
+    /// Whether member `id` runs.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.members.get(&id).is_some_and(|m| m.node.is_some())
+    }
+
+    /// The ids of the running members.
+    pub fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.node.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Stops member `id` (its WAL and state machine stay) and takes it off the network.
     pub fn crash(&mut self, id: u64) {
         let m = self.members.get_mut(&id).expect("no such member");
@@ -447,6 +489,50 @@ impl Sim {
             Pending::new(async move { handle.propose(payload).await }),
         ));
         self.pending.len() - 1
+    }
+
+    /// Asks member `id` for a read index.
+    pub fn read_index(&mut self, id: u64) -> usize {
+        let handle = self.members[&id].handle.clone();
+        self.pending
+            .push((id, Pending::new(async move { handle.read_index().await })));
+        self.pending.len() - 1
+    }
+
+    /// A linearizable barrier on member `id` (read index, then applied up to it).
+    pub fn barrier(&mut self, id: u64) -> usize {
+        let handle = self.members[&id].handle.clone();
+        self.pending.push((
+            id,
+            Pending::new(async move { handle.linearizable_barrier().await }),
+        ));
+        self.pending.len() - 1
+    }
+
+    /// Runs until request `n` is answered (at most `max` steps) and returns the answer.
+    pub fn wait(&mut self, n: usize, max: u64) -> Result<u64, RaftError> {
+        self.run_until("an answer", max, |s| s.outcome(n).is_some());
+        self.outcome(n).cloned().unwrap()
+    }
+
+    /// Proposes `payload` on member `id` and runs until it is applied there; its index.
+    pub fn propose_and_wait(&mut self, id: u64, payload: impl Into<Vec<u8>>) -> u64 {
+        let n = self.propose(id, payload);
+        self.wait(n, 5_000)
+            .unwrap_or_else(|e| panic!("proposal on {id}: {e}"))
+    }
+
+    /// Runs until every member of `ids` applied `index`.
+    pub fn wait_applied(&mut self, ids: &[u64], index: u64, max: u64) {
+        let ids = ids.to_vec();
+        self.run_until(&format!("{ids:?} to apply {index}"), max, |s| {
+            ids.iter().all(|id| s.status(*id).applied_index >= index)
+        });
+    }
+
+    /// What the network did so far.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
     }
 
     /// Proposes a membership change on member `id`.
@@ -517,7 +603,14 @@ impl Sim {
             }
             for (msg, data) in outbox.snapshots {
                 let to = msg.to;
+                let index = msg.get_snapshot().get_metadata().index;
                 let lost = self.enqueue(from, msg, Some(data), &mut events);
+                self.stats.snapshots.push(SentSnapshot {
+                    from,
+                    to,
+                    index,
+                    delivered: !lost,
+                });
                 events.push(PeerEvent::SnapshotSent { to, ok: !lost });
             }
             self.members[&from]
@@ -539,6 +632,7 @@ impl Sim {
     ) -> bool {
         let to = msg.to;
         if self.faults.blocked(from, to) || self.rng.chance(self.faults.drop) {
+            self.stats.dropped += 1;
             let ev = PeerEvent::Unreachable(to);
             if !events.contains(&ev) {
                 events.push(ev);
@@ -580,8 +674,10 @@ impl Sim {
             let running = self.members.get(&to).is_some_and(|t| t.node.is_some());
             // A partition that started while the message travelled still cuts it.
             if !running || self.faults.blocked(m.from, to) {
+                self.stats.dropped += 1;
                 continue;
             }
+            self.stats.delivered += 1;
             let msg = &m.msg;
             self.trace.push(format!(
                 "{now} {}->{} {:?} term={} index={} log_term={} commit={} entries={} reject={}",
