@@ -11,22 +11,21 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
-use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
-};
-use raft::{RawNode, SnapshotStatus, StateRole, Storage};
-use raft_proto::ConfChangeI as _;
+use raft::eraftpb::{ConfState, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{oneshot, watch};
+
+mod apply;
+mod snapshot;
 
 use crate::config::NodeConfig;
 use crate::error::{RaftError, StorageError};
 use crate::handle::{release_bytes, Backlog, Command, NodeStatus, RaftHandle, Reply, Role};
 use crate::id::IdGenerator;
-use crate::proposal::{ProposalId, ProposalLedger, Verdict};
-use crate::state_machine::{CommittedEntry, EntryKind, SnapshotMeta, StateMachine};
+use crate::proposal::{ProposalId, ProposalLedger};
+use crate::state_machine::StateMachine;
 use crate::storage::LogStore;
-use crate::transport::{PeerEvent, SnapshotData, Transport};
+use crate::transport::{PeerEvent, Transport};
 
 struct ReadBatch {
     issued_at_tick: u64,
@@ -551,61 +550,6 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    /// The last applied index and its term.
-    fn applied_term(&self) -> Result<(u64, u64), String> {
-        let index = self.applied;
-        let term = self
-            .raw
-            .store()
-            .term(index)
-            .map_err(|e| format!("term of applied index {index}: {e}"))?;
-        Ok((index, term))
-    }
-
-    fn prepare_snapshot(&mut self, msg: &mut Message) -> Result<SnapshotData, String> {
-        let (index, term) = self.applied_term()?;
-        let data = self.sm.snapshot(&self.ledger).map_err(|e| e.to_string())?;
-        let meta = msg.mut_snapshot().mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        Ok(data)
-    }
-
-    /// Installs the snapshot raft accepted from the leader: the state machine first (it
-    /// records the snapshot's metadata atomically with the state), then the log's mark.
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let meta = snapshot.get_metadata();
-        let Some(path) = self.staged.remove(&(meta.index, meta.term)) else {
-            return Err(format!(
-                "raft accepted a snapshot at index {} term {} whose data never arrived",
-                meta.index, meta.term
-            ));
-        };
-        let started = Instant::now();
-        let ledger = self
-            .sm
-            .restore(&SnapshotMeta::from_raft(meta.clone()), &path)
-            .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
-        crate::crash_point!("raft::after_snapshot_restore");
-        self.log
-            .install_snapshot(snapshot, &ledger)
-            .map_err(|e| format!("recording the snapshot at index {}: {e}", meta.index))?;
-        let _ = std::fs::remove_file(&path);
-        self.applied = meta.index;
-        self.ledger = ledger;
-        self.conf_state = meta.get_conf_state().clone();
-        self.campaign_alone = true;
-        let _ = self.applied_tx.send(self.applied);
-        tracing::info!(
-            index = meta.index,
-            term = meta.term,
-            took_ms = started.elapsed().as_millis() as u64,
-            "installed a snapshot from the leader"
-        );
-        Ok(())
-    }
-
     fn on_soft_state(&mut self, leader_id: u64) {
         if leader_id != self.leader_id {
             if leader_id != 0 {
@@ -625,125 +569,6 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 self.fail_reads("leader changed");
             }
         }
-    }
-
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        for entry in &entries {
-            let proposal = ProposalId::from_context(&entry.context);
-            let verdict = proposal.map(|id| (id, self.ledger.check(id)));
-            let rejected = match verdict {
-                Some((id, Verdict::Stale { last })) => Some((id, last)),
-                Some((id, Verdict::Fresh)) => {
-                    self.ledger.record(id);
-                    None
-                }
-                None => None,
-            };
-            // Entries the state machine already holds are replayed after a restart so that
-            // membership and the ledger are rebuilt; only newer ones reach the state machine.
-            let replay = entry.index <= self.applied;
-            let kind = match (rejected, entry.get_entry_type()) {
-                (Some((id, _)), _) => EntryKind::Rejected(id),
-                (None, EntryType::EntryNormal) if entry.data.is_empty() => EntryKind::Empty,
-                (None, EntryType::EntryNormal) => EntryKind::Normal(&entry.data),
-                (None, EntryType::EntryConfChange) => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
-                        .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
-                    self.apply_conf_change(entry.index, cc.into_v2())?
-                }
-                (None, EntryType::EntryConfChangeV2) => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
-                    self.apply_conf_change(entry.index, cc)?
-                }
-            };
-            if replay {
-                continue;
-            }
-            if let Some((id, last)) = rejected {
-                metrics::counter!("cairn_server_proposals_rejected_total").increment(1);
-                tracing::warn!(
-                    index = entry.index,
-                    term = entry.term,
-                    proposer = %format!("{:x}", id.proposer),
-                    seq = id.seq,
-                    last_applied_seq = last,
-                    "a proposal reached the log again or after a later one of its member; not applied"
-                );
-            }
-            let out = self
-                .sm
-                .apply(CommittedEntry {
-                    index: entry.index,
-                    term: entry.term,
-                    proposal: if rejected.is_none() { proposal } else { None },
-                    kind,
-                })
-                .map_err(|e| format!("applying entry {}: {e}", entry.index))?;
-            self.applied = entry.index;
-            crate::crash_point!("raft::between_applies");
-            let Some(id) = proposal.filter(|id| id.proposer == self.cfg.id) else {
-                continue;
-            };
-            match rejected {
-                None => {
-                    if let Some(reply) = self.proposals.remove(&id.seq) {
-                        let _ = reply.send(Ok(out));
-                    }
-                }
-                Some((_, last)) => {
-                    // The first copy already answered its waiter; a waiter still here
-                    // belongs to a proposal overtaken by a later one: it never applies.
-                    if let Some(reply) = self.proposals.remove(&id.seq) {
-                        let _ = reply.send(Err(RaftError::ProposalDropped(
-                            "overtaken by a later proposal of this member".into(),
-                        )));
-                    }
-                    self.ids.advance_past(last);
-                }
-            }
-        }
-        let _ = self.applied_tx.send(self.applied);
-        self.gauges.applied.set(self.applied as f64);
-        Ok(())
-    }
-
-    /// Applies a membership change to raft (also when replaying entries the state machine
-    /// already holds: raft forgets membership on restart).
-    fn apply_conf_change(
-        &mut self,
-        index: u64,
-        change: ConfChangeV2,
-    ) -> Result<EntryKind<'static>, String> {
-        let state = self
-            .raw
-            .apply_conf_change(&change)
-            .map_err(|e| format!("conf change at {index}: {e}"))?;
-        self.conf_state = state.clone();
-        self.campaign_alone = true;
-        Ok(EntryKind::ConfChange { change, state })
-    }
-
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
-        let since = self.applied.saturating_sub(self.log.snapshot_index());
-        if self.cfg.snapshot_count == 0 || since < self.cfg.snapshot_count {
-            return Ok(());
-        }
-        let (index, term) = self.applied_term()?;
-        self.sm
-            .persist()
-            .map_err(|e| format!("persisting the state machine: {e}"))?;
-        let keep_from = index
-            .saturating_sub(self.cfg.snapshot_catchup_entries)
-            .max(1);
-        self.log
-            .mark_snapshot(index, term, &self.conf_state, &self.ledger, keep_from)
-            .map_err(|e| format!("writing a snapshot mark: {e}"))?;
-        tracing::info!(index, term, "snapshot mark written, log released");
-        Ok(())
     }
 
     fn publish_status(&mut self, stopped: Option<Option<String>>) {
