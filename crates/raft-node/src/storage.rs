@@ -409,6 +409,22 @@ impl LogStore {
         Ok(())
     }
 
+    /// The first index raft can still read from memory.
+    pub fn first_in_memory(&self) -> u64 {
+        raft::Storage::first_index(&self.mem).unwrap_or(1)
+    }
+
+    /// Forgets in-memory entries before `index` (which must be applied); the WAL keeps
+    /// them until the next snapshot mark.
+    pub fn forget_before(&mut self, index: u64) -> Result<(), StorageError> {
+        let first = raft::Storage::first_index(&self.mem)?;
+        let last = raft::Storage::last_index(&self.mem)?;
+        if index > first && index <= last {
+            self.mem.wl().compact(index)?;
+        }
+        Ok(())
+    }
+
     /// Installs a raft snapshot the state machine has already restored: a durable mark at
     /// its index (with its membership and the proposal ledger it carried), then raft's
     /// view of the log starts after it.

@@ -10,6 +10,9 @@ use super::Node;
 use crate::state_machine::{SnapshotMeta, StateMachine};
 use crate::transport::{SnapshotData, Transport};
 
+/// Entries released from memory at a time (so that trimming is not done per entry).
+const TRIM_SLACK: u64 = 1024;
+
 impl<S: StateMachine, T: Transport> Node<S, T> {
     /// The last applied index and its term.
     pub(super) fn applied_term(&self) -> Result<(u64, u64), String> {
@@ -67,6 +70,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     }
 
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), String> {
+        self.trim_memory()?;
         let since = self.applied.saturating_sub(self.log.snapshot_index());
         if self.cfg.snapshot_count == 0 || since < self.cfg.snapshot_count {
             return Ok(());
@@ -83,5 +87,23 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             .map_err(|e| format!("writing a snapshot mark: {e}"))?;
         tracing::info!(index, term, "snapshot mark written, log released");
         Ok(())
+    }
+
+    /// Keeps only the last `snapshot_catchup_entries` applied entries in memory (as etcd
+    /// 3.6 compacts its raft log), not everything since the last snapshot mark: a
+    /// follower further behind gets a snapshot either way, and between two marks
+    /// (`--snapshot-count` entries) the log would otherwise hold them all. The WAL keeps
+    /// them until the next mark.
+    fn trim_memory(&mut self) -> Result<(), String> {
+        let keep_from = self
+            .applied
+            .saturating_sub(self.cfg.snapshot_catchup_entries)
+            .max(1);
+        if keep_from < self.log.first_in_memory() + TRIM_SLACK {
+            return Ok(());
+        }
+        self.log
+            .forget_before(keep_from)
+            .map_err(|e| format!("releasing applied entries from memory: {e}"))
     }
 }
