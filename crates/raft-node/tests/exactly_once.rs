@@ -11,16 +11,7 @@ use sim::{Kind, Sim};
 
 /// Every member applied exactly the same proposals, each payload at most once.
 fn assert_each_payload_once_and_members_agree(sim: &Sim, seed: u64) -> Vec<Vec<u8>> {
-    let ids = sim.ids();
-    let reference = sim.sm(ids[0]).entries;
-    for id in &ids[1..] {
-        assert_eq!(
-            sim.sm(*id).entries,
-            reference,
-            "seed {seed}: member {id} applied another sequence than member {}",
-            ids[0]
-        );
-    }
+    let reference = sim.assert_same_entries(&sim.ids());
     let mut seen = HashSet::new();
     for (index, payload) in &reference {
         assert!(

@@ -27,20 +27,6 @@ fn payloads(prefix: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Every member in `ids` holds exactly the same applied proposals (index and payload).
-fn assert_same_entries(sim: &Sim, ids: &[u64]) -> Vec<(u64, Vec<u8>)> {
-    let reference = sim.sm(ids[0]).entries;
-    for id in &ids[1..] {
-        assert_eq!(
-            sim.sm(*id).entries,
-            reference,
-            "member {id} applied a different sequence than member {}",
-            ids[0]
-        );
-    }
-    reference
-}
-
 fn conf_change(changes: &[(ConfChangeType, u64)]) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.set_transition(ConfChangeTransition::Auto);
@@ -147,7 +133,7 @@ fn proposals_apply_everywhere_in_the_same_order() {
         expected.sort();
         let max = expected.last().unwrap().0;
         sim.wait_applied(&all, max, 2_000);
-        let applied = assert_same_entries(&sim, &all);
+        let applied = sim.assert_same_entries(&all);
         // Exactly the proposals, each once, each at the index its proposer was told.
         assert_eq!(applied, expected, "seed {seed}");
         assert_eq!(
@@ -223,7 +209,8 @@ fn an_isolated_leader_loses_its_uncommitted_proposals() {
         let index = sim.propose_and_wait(leader, b"healed".to_vec());
         committed.push(b"healed".to_vec());
         sim.wait_applied(&all, index, 1_000);
-        let applied: Vec<Vec<u8>> = assert_same_entries(&sim, &all)
+        let applied: Vec<Vec<u8>> = sim
+            .assert_same_entries(&all)
             .into_iter()
             .map(|(_, p)| p)
             .collect();
@@ -356,7 +343,7 @@ fn a_lagging_follower_catches_up_by_snapshot() {
             last = sim.propose_and_wait(leader, p);
         }
         sim.wait_applied(&all, last, 1_000);
-        let applied = assert_same_entries(&sim, &all);
+        let applied = sim.assert_same_entries(&all);
         let got_burst: BTreeSet<Vec<u8>> = applied[1..101].iter().map(|(_, p)| p.clone()).collect();
         let mut want_burst = payloads("burst", 100);
         want_burst.sort();
@@ -391,7 +378,7 @@ fn membership_learner_promotion_removal_and_joint_change() {
         let members = [1, 2, 3, 4];
         wait_membership(&mut sim, &members, &[1, 2, 3], &[4]);
         sim.wait_applied(&members, index, 1_000);
-        assert_same_entries(&sim, &members);
+        sim.assert_same_entries(&members);
         assert_eq!(sim.status(4).role, Role::Follower);
 
         // 2. Promote it.
@@ -436,7 +423,7 @@ fn membership_learner_promotion_removal_and_joint_change() {
         sim.elect(2_000);
         let index = sim.propose_and_wait(leader, b"final".to_vec());
         sim.wait_applied(&voters, index, 1_000);
-        let applied = assert_same_entries(&sim, &voters);
+        let applied = sim.assert_same_entries(&voters);
         assert_eq!(applied.len(), 12);
         assert_eq!(applied.last().unwrap().1, b"final".to_vec());
     }
@@ -477,7 +464,7 @@ fn a_member_added_after_the_log_was_released_joins_by_snapshot() {
             .conf_states
             .iter()
             .all(|(i, _)| *i > joined.restores[0]));
-        let applied = assert_same_entries(&sim, &members);
+        let applied = sim.assert_same_entries(&members);
         assert_eq!(applied.len(), 61);
     }
 }

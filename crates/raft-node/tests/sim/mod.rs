@@ -530,6 +530,21 @@ impl Sim {
         });
     }
 
+    /// Every member in `ids` holds exactly the same applied proposals (index and
+    /// payload); returns them.
+    pub fn assert_same_entries(&self, ids: &[u64]) -> Vec<(u64, Vec<u8>)> {
+        let reference = self.sm(ids[0]).entries;
+        for id in &ids[1..] {
+            assert_eq!(
+                self.sm(*id).entries,
+                reference,
+                "member {id} applied another sequence than member {}",
+                ids[0]
+            );
+        }
+        reference
+    }
+
     /// What the network did so far.
     pub fn stats(&self) -> &NetStats {
         &self.stats
