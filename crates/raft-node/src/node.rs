@@ -11,10 +11,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::Mutex;
-use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
-};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use raft_proto::ConfChangeI as _;
 use tokio::sync::{oneshot, watch};
@@ -27,6 +24,7 @@ use crate::proposal::{ProposalId, ProposalLedger, Verdict};
 use crate::state_machine::{CommittedEntry, EntryKind, StateMachine};
 use crate::storage::LogStore;
 use crate::transport::{PeerEvent, SnapshotData, Transport};
+use crate::wire;
 
 struct ReadBatch {
     issued_at_tick: u64,
@@ -645,12 +643,12 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 (None, EntryType::EntryNormal) if entry.data.is_empty() => EntryKind::Empty,
                 (None, EntryType::EntryNormal) => EntryKind::Normal(&entry.data),
                 (None, EntryType::EntryConfChange) => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                    let cc = wire::parse_conf_change(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc.into_v2())?
                 }
                 (None, EntryType::EntryConfChangeV2) => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                    let cc = wire::parse_conf_change_v2(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc)?
                 }
