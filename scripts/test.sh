@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit tests and the black-box integration
-# tests (real cairn processes driven by etcdctl and the etcd-client crate).
+# Runs the whole test suite: formatting, the dependency advisory check, lints, unit tests
+# and the black-box integration tests (real cairn processes driven by etcdctl and the
+# etcd-client crate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 start=$(date +%s)
 cargo fmt --all -- --check
+# Known advisories (RustSec) in Cargo.lock fail the suite; see scripts/advisories.sh.
+bash scripts/advisories.sh
 # One build flavour for everything (dev profile, all targets) so RocksDB is compiled once.
 cargo build --locked --workspace --all-targets
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -10,6 +10,13 @@
 //! Other frames pass through untouched; HTTP/1 connections are not looked at. A connection
 //! whose first header block needs no fix is passed through from then on: decoding every
 //! block costs about a fifth of the server's CPU under load.
+//!
+//! Every client's first header block goes through the HPACK decoder here, so a malformed
+//! block must end in an error, never a panic: before anything was rewritten the block is
+//! handed to the server unchanged (its own decoder refuses it and closes the connection
+//! with `COMPRESSION_ERROR`); after a rewrite the server's HPACK table no longer follows
+//! the client's, so the filter fails the connection itself ([`io::ErrorKind::InvalidData`]).
+//! Only the client port needs this: members talk to each other with a valid authority.
 
 use std::io;
 use std::pin::Pin;
@@ -30,6 +37,9 @@ const FLAG_PRIORITY: u8 = 0x20;
 const MAX_FRAME_PAYLOAD: usize = 16_384;
 /// A header block larger than this is not buffered: the connection is passed through.
 const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// The HPACK dynamic table size the server allows (HTTP/2's default, which tonic keeps): a
+/// client's table size update above it is an error for the server too.
+const MAX_HPACK_TABLE: usize = 4096;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
@@ -54,11 +64,13 @@ pub struct AuthorityFix<IO> {
     mode: Mode,
     raw: BytesMut,
     out: BytesMut,
-    decoder: hpack::Decoder<'static>,
+    decoder: loona_hpack::Decoder<'static>,
     pending: Option<PendingHeaders>,
     /// Whether a header block was re-encoded: from then on every block must be (the
     /// server's HPACK table no longer follows the client's).
     rewritten: bool,
+    /// Why the connection cannot go on; reported once `out` is drained.
+    failed: Option<String>,
     eof: bool,
 }
 
@@ -70,9 +82,10 @@ impl<IO> AuthorityFix<IO> {
             mode: Mode::Preface,
             raw: BytesMut::with_capacity(8 * 1024),
             out: BytesMut::new(),
-            decoder: hpack::Decoder::new(),
+            decoder: new_decoder(),
             pending: None,
             rewritten: false,
+            failed: None,
             eof: false,
         }
     }
@@ -82,7 +95,16 @@ impl<IO> AuthorityFix<IO> {
         &self.io
     }
 
+    /// Hands the rest of the connection to the server unchanged; after a rewrite that
+    /// would make the server read the client's blocks against a table it never had, so the
+    /// connection fails instead.
     fn pass_through(&mut self) {
+        if self.rewritten {
+            self.fail(
+                "HTTP/2 frames the filter cannot follow after a rewritten header block".into(),
+            );
+            return;
+        }
         self.mode = Mode::Passthrough;
         if let Some(p) = self.pending.take() {
             // Cannot happen with a well-behaved client; give the server what we had.
@@ -90,6 +112,22 @@ impl<IO> AuthorityFix<IO> {
         }
         let raw = self.raw.split();
         self.out.extend_from_slice(&raw);
+    }
+
+    /// [`Self::pass_through`] starting with `frame`, already taken from `raw`.
+    fn pass_through_from(&mut self, frame: &[u8]) {
+        if !self.rewritten {
+            self.out.extend_from_slice(frame);
+        }
+        self.pass_through();
+    }
+
+    /// Stops filtering: what was already produced is delivered, then the read fails.
+    fn fail(&mut self, why: String) {
+        self.mode = Mode::Passthrough;
+        self.pending = None;
+        self.raw.clear();
+        self.failed = Some(why);
     }
 
     fn process(&mut self) {
@@ -121,13 +159,11 @@ impl<IO> AuthorityFix<IO> {
             match ty {
                 TYPE_HEADERS => {
                     if self.pending.is_some() {
-                        self.out.extend_from_slice(&frame);
-                        self.pass_through();
+                        self.pass_through_from(&frame);
                         return;
                     }
                     let Some((priority, fragment)) = split_headers_payload(flags, payload) else {
-                        self.out.extend_from_slice(&frame);
-                        self.pass_through();
+                        self.pass_through_from(&frame);
                         return;
                     };
                     self.pending = Some(PendingHeaders {
@@ -161,11 +197,19 @@ impl<IO> AuthorityFix<IO> {
         let Some(p) = self.pending.take() else { return };
         let headers = match self.decoder.decode(&p.block) {
             Ok(h) => h,
-            Err(e) => {
-                // The server's decoder will refuse it too; let it say so.
-                tracing::debug!(error = ?e, "undecodable header block; passing the connection through");
+            Err(e) if !self.rewritten => {
+                // The server's decoder, in the same state as ours, refuses it too and
+                // closes the connection with COMPRESSION_ERROR; let it say so.
+                tracing::debug!(error = %e, "undecodable header block; passing the connection through");
                 emit_headers(&mut self.out, &p, &p.block);
                 self.pass_through();
+                return;
+            }
+            Err(e) => {
+                // The server's table no longer follows the client's: it would read the
+                // block against the wrong entries.
+                tracing::debug!(error = %e, "undecodable header block after a rewrite; closing");
+                self.fail(format!("undecodable HTTP/2 header block: {e}"));
                 return;
             }
         };
@@ -194,6 +238,12 @@ impl<IO> AuthorityFix<IO> {
         }
         emit_headers(&mut self.out, &p, &block);
     }
+}
+
+fn new_decoder() -> loona_hpack::Decoder<'static> {
+    let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(MAX_HPACK_TABLE);
+    decoder
 }
 
 /// Splits a HEADERS payload into its priority fields and header block fragment.
@@ -306,6 +356,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
                 this.out.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if let Some(why) = &this.failed {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())));
+            }
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
@@ -391,19 +444,128 @@ mod tests {
 
     /// Pushes `input` through the filter and returns what the server would read.
     async fn filter(input: Vec<u8>) -> Vec<u8> {
+        try_filter(input).await.unwrap()
+    }
+
+    async fn try_filter(input: Vec<u8>) -> io::Result<Vec<u8>> {
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        client.write_all(&input).await.unwrap();
+        client.write_all(&input).await?;
         drop(client);
         let mut fixed = AuthorityFix::new(server);
         let mut out = Vec::new();
-        fixed.read_to_end(&mut out).await.unwrap();
-        out
+        fixed.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    /// Header blocks a client can send that no HPACK decoder may accept.
+    fn malformed_blocks() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            // Literal with indexing whose name index needs a continuation byte.
+            ("truncated integer", vec![0x7f]),
+            ("truncated integer continuation", vec![0xff, 0xff]),
+            (
+                "integer of too many octets",
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
+            // A new-name literal announcing a name of about 2^28 bytes.
+            (
+                "huge string length",
+                vec![0x00, 0x7f, 0xff, 0xff, 0xff, 0x7f, b'a'],
+            ),
+            ("string longer than the block", vec![0x00, 0x05, b'a', b'b']),
+            // Huffman-coded name of one byte: eight 1-bits are padding longer than 7 bits.
+            ("bad huffman padding", vec![0x00, 0x81, 0xff, 0x01, b'v']),
+            // Huffman-coded name holding the EOS symbol (30 1-bits).
+            (
+                "huffman EOS",
+                vec![0x00, 0x84, 0xff, 0xff, 0xff, 0xff, 0x01, b'v'],
+            ),
+            ("index past the tables", vec![0xbe]),
+            ("index zero", vec![0x80]),
+            // Dynamic table size update to 4097, above what the server allows.
+            ("table size over the limit", vec![0x3f, 0xe2, 0x1f]),
+        ]
+    }
+
+    #[test]
+    fn malformed_blocks_are_decoding_errors() {
+        for (what, block) in malformed_blocks() {
+            assert!(
+                new_decoder().decode(&block).is_err(),
+                "{what}: {block:02x?}"
+            );
+        }
+        // Every one-byte block decodes or fails, without a panic (RUSTSEC-2023-0085).
+        for byte in 0..=u8::MAX {
+            let _ = new_decoder().decode(&[byte]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_first_block_reaches_the_server_unchanged() {
+        let mut blocks = malformed_blocks();
+        // The one-byte blocks that do not decode (most do: indexed static entries).
+        blocks.extend(
+            (0..=u8::MAX)
+                .map(|b| ("one byte", vec![b]))
+                .filter(|(_, block)| new_decoder().decode(block).is_err()),
+        );
+        for (what, block) in blocks {
+            let mut input = PREFACE.to_vec();
+            input.extend(headers_frame(&block, FLAG_END_HEADERS, 1));
+            input.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            assert_eq!(filter(input.clone()).await, input, "{what}: {block:02x?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_block_after_a_rewrite_fails_the_connection() {
+        let mut enc = loona_hpack::Encoder::new();
+        let first = enc.encode(vec![
+            (&b":method"[..], &b"POST"[..]),
+            (&b":authority"[..], &b"http://127.0.0.1:2379"[..]),
+        ]);
+        for (what, block) in malformed_blocks() {
+            let mut input = PREFACE.to_vec();
+            input.extend(headers_frame(&first, FLAG_END_HEADERS, 1));
+            input.extend(headers_frame(&block, FLAG_END_HEADERS, 3));
+            let err = try_filter(input).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_server_closes_a_connection_whose_first_block_is_malformed() {
+        for (what, block) in malformed_blocks() {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let serve = tokio::spawn(async move {
+                let mut conn = h2::server::handshake(AuthorityFix::new(server)).await?;
+                while let Some(request) = conn.accept().await {
+                    request?;
+                }
+                Ok::<(), h2::Error>(())
+            });
+            let mut input = PREFACE.to_vec();
+            input.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            input.extend(headers_frame(&block, FLAG_END_HEADERS, 1));
+            client.write_all(&input).await.unwrap();
+            // h2 calls a block cut short a PROTOCOL_ERROR, other bad blocks COMPRESSION_ERROR.
+            let err = serve.await.unwrap().unwrap_err();
+            assert!(
+                err.is_go_away()
+                    && matches!(
+                        err.reason(),
+                        Some(h2::Reason::COMPRESSION_ERROR | h2::Reason::PROTOCOL_ERROR)
+                    ),
+                "{what}: {err:?}"
+            );
+        }
     }
 
     fn decode_blocks(mut data: &[u8]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
         assert!(data.starts_with(PREFACE));
         data = &data[PREFACE.len()..];
-        let mut dec = hpack::Decoder::new();
+        let mut dec = loona_hpack::Decoder::new();
         let mut blocks = Vec::new();
         let mut block = Vec::new();
         while !data.is_empty() {
@@ -424,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn url_authority_becomes_host_port_and_indexing_stays_consistent() {
-        let mut enc = hpack::Encoder::new();
+        let mut enc = loona_hpack::Encoder::new();
         let req = |auth: &'static [u8]| {
             vec![
                 (&b":method"[..], &b"POST"[..]),
@@ -464,7 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_with_a_valid_first_authority_passes_unchanged() {
-        let mut enc = hpack::Encoder::new();
+        let mut enc = loona_hpack::Encoder::new();
         let req = |path: &'static [u8]| {
             vec![
                 (&b":method"[..], &b"POST"[..]),
@@ -489,7 +651,7 @@ mod tests {
 
     #[tokio::test]
     async fn continuation_frames_are_joined_and_http1_passes_through() {
-        let mut enc = hpack::Encoder::new();
+        let mut enc = loona_hpack::Encoder::new();
         let block = enc.encode(vec![
             (&b":method"[..], &b"POST"[..]),
             (&b":authority"[..], &b"localhost:2379"[..]),

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
 };
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt as _;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::Routes;
+use tonic::transport::server::Connected;
 
 use crate::api::{ClusterApi, KvApi, MaintenanceApi};
 use crate::authority::AuthorityFix;
@@ -58,30 +60,123 @@ pub fn into_router(routes: Routes, http: axum::Router) -> axum::Router {
     routes.prepare().into_axum_router().merge(http)
 }
 
-/// Serves `router` (gRPC over h2c and HTTP/1.1) on `listener` until `shutdown` resolves.
+/// Serves `router` (gRPC over h2c and HTTP/1.1) to clients on `listener` until `shutdown`
+/// resolves. Every connection goes through [`AuthorityFix`], for the etcd clients that
+/// send a URL as the HTTP/2 `:authority`.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let incoming = TcpListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    serve_incoming(incoming, router, shutdown).await
+}
+
+/// Serves `router` to other members on `listener` until `shutdown` resolves. Members are
+/// cairn processes that send a valid `:authority`, so their bytes reach the HTTP/2 server
+/// untouched: no header block of theirs is decoded twice.
+pub async fn serve_peers(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_incoming(TcpListenerStream::new(listener), router, shutdown).await
+}
+
+async fn serve_incoming<IO>(
+    incoming: impl Stream<Item = std::io::Result<IO>> + Send,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    IO: NoDelay + Connected + AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     tonic::transport::Server::builder()
         .accept_http1(true)
         .tcp_nodelay(true)
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener).map(|conn| {
-                conn.map(|stream| {
+            incoming.map(|conn| {
+                conn.inspect(|stream| {
                     // tonic's `tcp_nodelay` does not reach connections handed over as an
                     // incoming stream: without this, small responses behind a pending one
                     // wait for the peer's delayed ACK (Nagle, ~40 ms).
-                    if let Err(e) = stream.set_nodelay(true) {
+                    if let Err(e) = stream.set_nodelay() {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
-                    AuthorityFix::new(stream)
                 })
             }),
             shutdown,
         )
         .await?;
     Ok(())
+}
+
+/// A connection whose socket can be told to send small segments at once.
+trait NoDelay {
+    fn set_nodelay(&self) -> std::io::Result<()>;
+}
+
+impl NoDelay for TcpStream {
+    fn set_nodelay(&self) -> std::io::Result<()> {
+        TcpStream::set_nodelay(self, true)
+    }
+}
+
+impl NoDelay for AuthorityFix<TcpStream> {
+    fn set_nodelay(&self) -> std::io::Result<()> {
+        self.get_ref().set_nodelay(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one gRPC request whose `:authority` is a URL, as etcdctl 3.4 does, and returns
+    /// the type of the first frame the server answers on its stream: HEADERS (1) when the
+    /// request was taken, RST_STREAM (3) when h2 refused it.
+    async fn answer_to_url_authority(addr: std::net::SocketAddr) -> u8 {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let block = loona_hpack::Encoder::new().encode(vec![
+            (&b":method"[..], &b"POST"[..]),
+            (&b":scheme"[..], &b"http"[..]),
+            (&b":path"[..], &b"/etcdserverpb.KV/Range"[..]),
+            (
+                &b":authority"[..],
+                &format!("http://{addr}").into_bytes()[..],
+            ),
+            (&b"content-type"[..], &b"application/grpc"[..]),
+            (&b"te"[..], &b"trailers"[..]),
+        ]);
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[1, 0x4 | 0x1, 0, 0, 0, 1]);
+        out.extend_from_slice(&block);
+        conn.write_all(&out).await.unwrap();
+        loop {
+            let mut header = [0u8; 9];
+            conn.read_exact(&mut header).await.unwrap();
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            conn.read_exact(&mut payload).await.unwrap();
+            if u32::from_be_bytes([header[5], header[6], header[7], header[8]]) == 1 {
+                return header[3];
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_client_port_accepts_a_url_authority() {
+        let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client_addr, peer_addr) = (client.local_addr().unwrap(), peer.local_addr().unwrap());
+        let router = || into_router(Routes::default(), axum::Router::new());
+        tokio::spawn(serve(client, router(), std::future::pending()));
+        tokio::spawn(serve_peers(peer, router(), std::future::pending()));
+        assert_eq!(answer_to_url_authority(client_addr).await, 1);
+        assert_eq!(answer_to_url_authority(peer_addr).await, 3);
+    }
 }

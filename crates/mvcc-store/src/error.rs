@@ -60,10 +60,3 @@ pub enum MvccError {
     #[error("mvcc: restore: {0}")]
     Restore(String),
 }
-
-impl MvccError {
-    /// An [`MvccError::Io`] naming what was being done to which path.
-    pub(crate) fn io(what: &str, path: &std::path::Path, err: std::io::Error) -> MvccError {
-        MvccError::Io(format!("{what} {}: {err}", path.display()))
-    }
-}

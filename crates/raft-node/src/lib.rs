@@ -45,6 +45,7 @@ pub mod proposal;
 mod state_machine;
 mod storage;
 mod transport;
+pub mod wire;
 
 pub use config::NodeConfig;
 pub use error::{RaftError, StorageError};

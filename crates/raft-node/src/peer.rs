@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::RaftError;
 use crate::handle::RaftHandle;
 use crate::transport::{PeerEvent, SnapshotData, Transport};
+use crate::wire;
 
 /// Messages queued for one peer before new ones are dropped (raft retransmits).
 const QUEUE_LEN: usize = 4096;
@@ -504,7 +505,7 @@ impl<O: Send + 'static> Peer for PeerService<O> {
             }
             *seen = batch.stream_id;
             for bytes in &batch.messages {
-                let msg = Message::parse_from_bytes(bytes)
+                let msg = wire::parse_message(bytes)
                     .map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
                 if msg.get_msg_type() == MessageType::MsgSnapshot {
                     // Snapshots come with their data on the snapshot stream only.
@@ -532,7 +533,7 @@ impl<O: Send + 'static> Peer for PeerService<O> {
             return Err(Status::invalid_argument("empty snapshot stream"));
         };
         self.check(first.cluster_id, first.to)?;
-        let msg = Message::parse_from_bytes(&first.message)
+        let msg = wire::parse_message(&first.message)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot message: {e}")))?;
         let meta = msg.get_snapshot().get_metadata();
         let internal = |e: std::io::Error| Status::internal(format!("staging a snapshot: {e}"));

@@ -12,6 +12,7 @@ use raft::storage::MemStorage;
 
 use crate::error::StorageError;
 use crate::proposal::ProposalLedger;
+use crate::wire;
 
 /// What was recovered from disk when the log store was opened.
 #[derive(Debug, Clone)]
@@ -258,7 +259,7 @@ impl LogStore {
             }
             let mut entries = Vec::with_capacity(replayed.entries.len());
             for rec in &replayed.entries {
-                let e = Entry::parse_from_bytes(&rec.data)
+                let e = wire::parse_entry(&rec.data)
                     .map_err(|e| StorageError::Decode(e.to_string()))?;
                 if e.index != rec.index || e.term != rec.term {
                     return Err(StorageError::Inconsistent(format!(

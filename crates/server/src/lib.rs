@@ -339,7 +339,7 @@ pub async fn run(
         let router = peer_router.clone();
         let addr = listener.local_addr().ok();
         servers.spawn(async move {
-            serve::serve(listener, router, async move {
+            serve::serve_peers(listener, router, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await

@@ -63,6 +63,9 @@ impl Position {
 #[derive(Debug)]
 pub(crate) struct Replayer {
     position: Position,
+    /// The last index before the oldest segment: entries up to it were released, so a
+    /// snapshot mark must cover them.
+    released_to: u64,
     metadata: Vec<u8>,
     snapshot: Option<SnapshotMark>,
     hard_state: Option<HardState>,
@@ -80,6 +83,7 @@ impl Replayer {
                 last_index: first_index.saturating_sub(1),
                 snapshot_index: 0,
             },
+            released_to: first_index.saturating_sub(1),
             metadata: header.metadata,
             snapshot: None,
             hard_state: header.hard_state,
@@ -174,6 +178,16 @@ impl Replayer {
 
     /// The replayed log, or why it does not join its snapshot mark.
     pub fn finish(self) -> Result<Replayed, String> {
+        // Segments are released only up to a durable mark, and marks never go back: an
+        // oldest segment starting past the latest mark means entries went missing (and
+        // an append would write a log that no longer opens).
+        if self.position.snapshot_index < self.released_to {
+            return Err(format!(
+                "the oldest segment starts at index {}, but no snapshot mark covers the entries before it (the latest mark is at {})",
+                self.released_to + 1,
+                self.position.snapshot_index
+            ));
+        }
         if let Some(first) = self.entries.first() {
             if first.index != self.position.snapshot_index + 1 {
                 return Err(format!(
@@ -213,6 +227,38 @@ mod tests {
 
     fn indexes_and_terms(r: &Replayed) -> Vec<(u64, u64)> {
         r.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    fn header(snapshot: Option<SnapshotMark>) -> Header {
+        Header {
+            metadata: b"meta".to_vec(),
+            snapshot,
+            hard_state: None,
+        }
+    }
+
+    /// Found by the `wal_replay` fuzz target: a log whose only segment starts at index 4
+    /// with no mark opened as empty, took an entry at 4, and then no longer opened.
+    #[test]
+    fn an_oldest_segment_past_the_latest_mark_is_refused() {
+        let err = Replayer::new(4, header(None))
+            .unwrap()
+            .finish()
+            .unwrap_err();
+        assert!(err.contains("starts at index 4"), "{err}");
+        let mut r = Replayer::new(4, header(Some(mark(2)))).unwrap();
+        r.apply(entry(4, 1)).unwrap();
+        assert!(r.finish().unwrap_err().contains("latest mark is at 2"));
+        // Covered by the header's mark, or by a later mark in the segment's body.
+        Replayer::new(4, header(Some(mark(3))))
+            .unwrap()
+            .finish()
+            .unwrap();
+        let mut r = Replayer::new(4, header(None)).unwrap();
+        r.apply(entry(4, 1)).unwrap();
+        r.apply(Record::Snapshot(mark(4))).unwrap();
+        assert!(r.finish().unwrap().entries.is_empty());
+        Replayer::new(1, header(None)).unwrap().finish().unwrap();
     }
 
     #[test]
@@ -351,7 +397,7 @@ mod tests {
         r.apply(entry(8, 1)).unwrap();
         assert_eq!(
             r.finish().unwrap_err(),
-            "the log's first entry is 8, but the snapshot mark is at 0"
+            "the oldest segment starts at index 8, but no snapshot mark covers the entries before it (the latest mark is at 0)"
         );
     }
 }

@@ -1,8 +1,7 @@
 //! Committed entries reach the state machine here, each proposal at most once (see
 //! [`crate::proposal`]), and membership changes reach raft.
 
-use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use raft_proto::ConfChangeI as _;
 
 use super::Node;
@@ -10,6 +9,7 @@ use crate::error::RaftError;
 use crate::proposal::{ProposalId, Verdict};
 use crate::state_machine::{CommittedEntry, EntryKind, StateMachine};
 use crate::transport::Transport;
+use crate::wire;
 
 impl<S: StateMachine, T: Transport> Node<S, T> {
     pub(super) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
@@ -35,12 +35,12 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 (None, EntryType::EntryNormal) if entry.data.is_empty() => EntryKind::Empty,
                 (None, EntryType::EntryNormal) => EntryKind::Normal(&entry.data),
                 (None, EntryType::EntryConfChange) => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                    let cc = wire::parse_conf_change(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc.into_v2())?
                 }
                 (None, EntryType::EntryConfChangeV2) => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                    let cc = wire::parse_conf_change_v2(&entry.data)
                         .map_err(|e| format!("undecodable conf change at {}: {e}", entry.index))?;
                     self.apply_conf_change(entry.index, cc)?
                 }

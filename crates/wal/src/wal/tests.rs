@@ -982,3 +982,17 @@ fn preallocated_space_is_not_a_torn_tail_and_sealed_segments_have_none() {
     drop(wal);
     assert_eq!(reopen(&dir).1.entries, entries(1..=21, 1));
 }
+
+/// Found by the `wal_replay` fuzz target: a log whose oldest segment starts past the
+/// latest snapshot mark (entries before it missing) used to open as empty, take an
+/// append, and then fail every later open. It is refused at the first open.
+#[test]
+fn an_oldest_segment_not_covered_by_a_mark_is_corrupt() {
+    let (_tmp, dir, wal) = new_wal(opts());
+    drop(wal);
+    let [path] = segment_paths(&dir).try_into().unwrap();
+    fs::rename(&path, Segment::new(&dir, 0, 4).path).unwrap();
+    let (_, offset, reason) = corrupt_location(Wal::open(&dir, opts()).unwrap_err());
+    assert_eq!(offset, 0);
+    assert!(reason.contains("starts at index 4"), "{reason}");
+}
