@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alarms::Alarms;
+use crate::client_error;
 use crate::members::{ChangeEffect, Membership};
 
 /// What applying one entry produced, handed back to the member that proposed it.
@@ -51,19 +52,6 @@ pub enum Applied {
     Members(Vec<cairn_proto::etcdserverpb::Member>),
     /// The request failed with a client-visible error; nothing changed.
     Failed(EtcdError),
-}
-
-/// Maps a store error to what the client sees.
-pub fn client_error(e: &MvccError) -> EtcdError {
-    match e {
-        MvccError::Compacted => EtcdError::Compacted,
-        MvccError::FutureRevision => EtcdError::FutureRevision,
-        MvccError::EmptyKey => EtcdError::EmptyKey,
-        MvccError::KeyNotFound => EtcdError::KeyNotFound,
-        MvccError::TooManyOps => EtcdError::TooManyOps,
-        MvccError::DuplicateKey => EtcdError::DuplicateKey,
-        other => EtcdError::Internal(other.to_string()),
-    }
 }
 
 /// What other parts of the member (watchers, the lessor) learn from the apply loop.
@@ -375,12 +363,12 @@ impl StateMachine for Applier {
         };
         match self.apply_request(index, request) {
             Ok(applied) => Ok(applied),
-            Err(e @ (MvccError::Backend(_) | MvccError::Corrupt(_))) => Err(Self::fatal(index, e)),
+            Err(e) if client_error::is_member_fault(&e) => Err(Self::fatal(index, e)),
             Err(e) => {
                 self.store
                     .record_applied(index)
                     .map_err(|e| Self::fatal(index, e))?;
-                Ok(Applied::Failed(client_error(&e)))
+                Ok(Applied::Failed(client_error::store(&e)))
             }
         }
     }

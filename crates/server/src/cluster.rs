@@ -18,6 +18,7 @@ use cairn_raft_node::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use cairn_raft_node::Role;
 
 use crate::apply::Applied;
+use crate::client_error::{self, ForwardedCall};
 use crate::members::change_context;
 use crate::server::EtcdServer;
 
@@ -78,7 +79,7 @@ impl EtcdServer {
         .await
         {
             Ok(Ok(applied)) => self.members_response(applied),
-            Ok(Err(_)) => Err(EtcdError::LeaderChanged),
+            Ok(Err(e)) => Err(client_error::raft(&e, has_leader)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -101,14 +102,6 @@ impl EtcdServer {
                         .is_some_and(|m| *m > 0 && leader_match.saturating_sub(*m) < 10_000)
             })
             .count()
-    }
-}
-
-fn remote(status: tonic::Status) -> EtcdError {
-    match status.code() {
-        // The leader cannot be reached.
-        tonic::Code::Unavailable => EtcdError::Unhealthy,
-        _ => EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into()),
     }
 }
 
@@ -246,14 +239,7 @@ impl ClusterApi for EtcdServer {
                 .member_promote(req)
                 .await
                 .map(|r| r.into_inner())
-                .map_err(|s| match s.message() {
-                    m if m == EtcdError::LearnerNotReady.to_string() => EtcdError::LearnerNotReady,
-                    m if m == EtcdError::MemberNotLearner.to_string() => {
-                        EtcdError::MemberNotLearner
-                    }
-                    m if m == EtcdError::MemberNotFound.to_string() => EtcdError::MemberNotFound,
-                    _ => remote(s),
-                });
+                .map_err(|s| client_error::forwarded(&s, ForwardedCall::Membership));
         }
         let member = self.members.get(req.id).ok_or(EtcdError::MemberNotFound)?;
         if !member.is_learner {

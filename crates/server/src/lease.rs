@@ -24,6 +24,7 @@ use cairn_raft_node::Role;
 use tonic::transport::Channel;
 
 use crate::apply::Applied;
+use crate::client_error::{self, ForwardedCall};
 use crate::server::EtcdServer;
 
 /// How often the leader looks for expired leases (etcd checks every 500 ms).
@@ -34,15 +35,17 @@ pub fn ttl_buckets() -> Vec<f64> {
     (0..14).map(|i| 2f64.powi(i)).collect()
 }
 
+/// A lessor error while applying an entry: the member's own fault stops it (as a store
+/// fault does); anything else is the client's answer.
 fn lease_error(e: LeaseError) -> Result<EtcdError, MvccError> {
-    Ok(match e {
-        LeaseError::NotFound => EtcdError::LeaseNotFound,
-        LeaseError::Exists => EtcdError::LeaseExists,
-        LeaseError::TtlTooLarge => EtcdError::LeaseTtlTooLarge,
-        LeaseError::NotPrimary => EtcdError::NotLeader,
-        LeaseError::Backend(e) => return Err(e),
-        LeaseError::Corrupt(what) => return Err(MvccError::Corrupt(what)),
-    })
+    match e {
+        LeaseError::Backend(e) => Err(e),
+        LeaseError::Corrupt(what) => Err(MvccError::Corrupt(what)),
+        e @ (LeaseError::NotFound
+        | LeaseError::Exists
+        | LeaseError::TtlTooLarge
+        | LeaseError::NotPrimary) => Ok(client_error::lease(&e)),
+    }
 }
 
 /// Applies a LeaseGrant entry: the lease record joins the applied index's batch.
@@ -77,7 +80,8 @@ pub(crate) fn apply_grant(
 }
 
 /// Applies a LeaseRevoke entry: every attached key is deleted in one revision, in the
-/// same batch as the lease record's deletion. `Err(Ok(..))` is a client error.
+/// same batch as the lease record's deletion. `Ok(Err(..))` is a client error (nothing
+/// changed but the applied index); `Err(..)` is the member's own fault.
 pub(crate) fn apply_revoke(
     store: &KvStore,
     lessor: &Lessor,
@@ -175,27 +179,17 @@ impl LeaseFrontend {
         let mut stream = client
             .lease_keep_alive(futures::stream::iter([req]))
             .await
-            .map_err(forwarded)?
+            .map_err(|s| client_error::forwarded(&s, ForwardedCall::Lease))?
             .into_inner();
         let resp = stream
             .message()
             .await
-            .map_err(forwarded)?
+            .map_err(|s| client_error::forwarded(&s, ForwardedCall::Lease))?
             .ok_or(EtcdError::LeaderChanged)?;
         Ok(LeaseKeepAliveResponse {
             header: self.header(),
             ..resp
         })
-    }
-}
-
-fn forwarded(status: tonic::Status) -> EtcdError {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            EtcdError::LeaderChanged
-        }
-        tonic::Code::NotFound => EtcdError::LeaseNotFound,
-        _ => EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into()),
     }
 }
 
@@ -281,8 +275,7 @@ impl LeaseApi for LeaseFrontend {
             // etcd answers an unknown lease with TTL 0 rather than an error.
             Err(LeaseError::NotFound) => 0,
             // A leader whose lessor is not promoted yet (just elected): the client retries.
-            Err(LeaseError::NotPrimary) => return Err(EtcdError::NotLeader),
-            Err(e) => return Err(EtcdError::Internal(e.to_string())),
+            Err(e) => return Err(client_error::lease(&e)),
         };
         Ok(LeaseKeepAliveResponse {
             header: self.header(),
@@ -301,7 +294,7 @@ impl LeaseApi for LeaseFrontend {
             let resp = client
                 .lease_time_to_live(req)
                 .await
-                .map_err(forwarded)?
+                .map_err(|s| client_error::forwarded(&s, ForwardedCall::Lease))?
                 .into_inner();
             return Ok(LeaseTimeToLiveResponse {
                 header: self.header(),

@@ -12,6 +12,7 @@
 
 pub mod alarms;
 pub mod apply;
+mod client_error;
 mod cluster;
 pub mod config;
 #[cfg(feature = "failpoints")]

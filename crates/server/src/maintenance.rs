@@ -29,7 +29,8 @@ use cairn_proto::etcdserverpb::{
 use cairn_raft_node::Role;
 
 use crate::alarms::{self, Alarms};
-use crate::apply::{client_error, Applied};
+use crate::apply::Applied;
+use crate::client_error;
 use crate::server::{EtcdServer, ETCD_VERSION};
 use crate::ServerError;
 
@@ -218,7 +219,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, EtcdError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(client_error(&e)),
+        Ok(Err(e)) => Err(client_error::store(&e)),
         Err(e) => Err(EtcdError::Internal(format!("maintenance task: {e}"))),
     }
 }

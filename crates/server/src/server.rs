@@ -13,11 +13,12 @@ use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use cairn_raft_node::{RaftError, RaftHandle, Role};
+use cairn_raft_node::{RaftHandle, Role};
 use prost::Message as _;
 use tonic::transport::Channel;
 
-use crate::apply::{client_error, Applied};
+use crate::apply::Applied;
+use crate::client_error;
 use crate::members::Membership;
 
 /// The version of etcd's API that cairn reports.
@@ -60,15 +61,6 @@ pub struct EtcdServer {
     pub(crate) member_id: u64,
     pub(crate) limits: RequestLimits,
     leader_channel: parking_lot::Mutex<Option<(u64, Channel)>>,
-}
-
-fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
-    match e {
-        RaftError::ProposalDropped(_) if !has_leader => EtcdError::NoLeader,
-        RaftError::ProposalDropped(_) => EtcdError::LeaderChanged,
-        RaftError::TooManyRequests => EtcdError::TooManyRequests,
-        RaftError::Stopped | RaftError::Fatal(_) => EtcdError::Stopped,
-    }
 }
 
 impl EtcdServer {
@@ -181,7 +173,7 @@ impl EtcdServer {
         match tokio::time::timeout(self.limits.request_timeout, self.raft.propose(data)).await {
             Ok(Ok(Applied::Failed(e))) => Err(e),
             Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -194,7 +186,7 @@ impl EtcdServer {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -236,17 +228,20 @@ applied_response!(
 #[async_trait]
 impl KvApi for EtcdServer {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
-        mvcc::validate_range(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_range(&req).map_err(|e| client_error::store(&e))?;
         if !req.serializable {
             self.linearizable_barrier().await?;
         }
-        let mut resp = self.store.range(&req).map_err(|e| client_error(&e))?;
+        let mut resp = self
+            .store
+            .range(&req)
+            .map_err(|e| client_error::store(&e))?;
         self.fill(&mut resp.header);
         Ok(resp)
     }
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
-        mvcc::validate_put(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_put(&req).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::Put(req)).await
     }
 
@@ -254,12 +249,12 @@ impl KvApi for EtcdServer {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        mvcc::validate_delete_range(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_delete_range(&req).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::DeleteRange(req)).await
     }
 
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error(&e))?;
+        mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::Txn(req)).await
     }
 
