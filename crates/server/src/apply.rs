@@ -1,6 +1,10 @@
 //! The state machine raft feeds: decodes each committed [`InternalRequest`] and applies it
 //! to the MVCC store, in one RocksDB write batch with the entry's index.
 
+mod lease;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use cairn_grpc_gateway::EtcdError;
@@ -217,7 +221,7 @@ impl Applier {
     fn emit<R>(&self, outcome: cairn_mvcc_store::WriteOutcome<R>) -> R {
         if !outcome.events.is_empty() {
             if let Some(lessor) = &self.lessor {
-                crate::lease::track_attachments(lessor, &outcome.events);
+                lease::track_attachments(lessor, &outcome.events);
             }
             self.hooks.on_events(outcome.revision, &outcome.events);
         }
@@ -236,8 +240,11 @@ impl Applier {
     ) -> Result<Option<Applied>, MvccError> {
         let store = &self.store;
         Ok(Some(match req {
-            Request::LeaseGrant(r) => crate::lease::apply_grant(store, lessor, index, r)?,
-            Request::LeaseRevoke(r) => match crate::lease::apply_revoke(store, lessor, index, r)? {
+            Request::LeaseGrant(r) => match lease::apply_grant(store, lessor, index, r)? {
+                Ok(resp) => Applied::LeaseGrant(resp),
+                Err(e) => Applied::Failed(e),
+            },
+            Request::LeaseRevoke(r) => match lease::apply_revoke(store, lessor, index, r)? {
                 Ok(outcome) => Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: self.emit(outcome).header,
                 }),

@@ -2,7 +2,6 @@
 
 use anyhow::Context as _;
 use cairn_server::config::Config;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: under load glibc's allocator took about 14% of the
@@ -22,11 +21,6 @@ fn init_logging(cfg: &Config) {
     } else {
         builder.init();
     }
-}
-
-/// etcd's buckets for disk latency histograms: 1 ms doubling to about 8 s.
-fn disk_buckets() -> Vec<f64> {
-    (0..14).map(|i| 0.001 * 2f64.powi(i)).collect()
 }
 
 async fn stop_signal() {
@@ -121,16 +115,7 @@ fn main() -> anyhow::Result<()> {
     let _failpoints = fail::FailScenario::setup();
     let cfg = Config::load().context("reading the configuration")?;
     init_logging(&cfg);
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("etcd_disk_wal_fsync_duration_seconds".into()),
-            &disk_buckets(),
-        )
-        .context("metric buckets")?
-        .set_buckets_for_metric(
-            Matcher::Full("etcd_debugging_lease_ttl_total".into()),
-            &cairn_server::lease::ttl_buckets(),
-        )
+    let metrics = cairn_server::metrics::prometheus_builder()
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;

@@ -1,5 +1,7 @@
-//! The member's request handling: reads served from the local store (after a ReadIndex
-//! barrier when linearizable), writes proposed through raft and answered once applied.
+//! A member's request handling ([`Member`]): reads served from the local store (after a
+//! ReadIndex barrier when linearizable), writes proposed through raft and answered once
+//! applied, and the `/health` check. The KV service is served from here (behind the
+//! backend quota, see [`crate::quota`]); the other services build on it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
+    self as pb, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_raft_node::{RaftHandle, Role};
@@ -51,7 +53,7 @@ pub struct MemberInfo {
 }
 
 /// One member's request handling.
-pub struct EtcdServer {
+pub struct Member {
     pub(crate) info: MemberInfo,
     pub(crate) members: Arc<Membership>,
     pub(crate) store: Arc<KvStore>,
@@ -63,7 +65,7 @@ pub struct EtcdServer {
     leader_channel: parking_lot::Mutex<Option<(u64, Channel)>>,
 }
 
-impl EtcdServer {
+impl Member {
     /// Request handling over a running raft node and its store.
     pub fn new(
         store: Arc<KvStore>,
@@ -73,7 +75,7 @@ impl EtcdServer {
         info: MemberInfo,
         members: Arc<Membership>,
     ) -> Self {
-        EtcdServer {
+        Member {
             cluster_id: info.cluster_id,
             member_id: info.member_id,
             info,
@@ -226,7 +228,7 @@ applied_response!(
 );
 
 #[async_trait]
-impl KvApi for EtcdServer {
+impl KvApi for Member {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
         mvcc::validate_range(&req).map_err(|e| client_error::store(&e))?;
         if !req.serializable {
@@ -264,7 +266,7 @@ impl KvApi for EtcdServer {
 }
 
 #[async_trait]
-impl HealthApi for EtcdServer {
+impl HealthApi for Member {
     async fn health(&self) -> Health {
         let st = self.raft.status();
         if st.stopped {
@@ -294,20 +296,20 @@ impl HealthApi for EtcdServer {
 
 /// Publishes this member's name and client URLs through raft (etcd does it at every start)
 /// until it is applied; retried while there is no leader.
-pub async fn publish_attributes(server: Arc<EtcdServer>) {
-    let attrs = Member {
-        id: server.member_id,
-        name: server.info.name.clone(),
+pub async fn publish_attributes(member: Arc<Member>) {
+    let attrs = pb::Member {
+        id: member.member_id,
+        name: member.info.name.clone(),
         peer_ur_ls: Vec::new(),
-        client_ur_ls: server.info.client_urls.clone(),
+        client_ur_ls: member.info.client_urls.clone(),
         is_learner: false,
     };
-    let mut status = server.raft.subscribe_status();
+    let mut status = member.raft.subscribe_status();
     loop {
         if status.wait_for(|s| s.leader_id != 0).await.is_err() {
             return;
         }
-        match server
+        match member
             .propose(Request::MemberAttributes(attrs.clone()))
             .await
         {
