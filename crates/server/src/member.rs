@@ -1,7 +1,7 @@
 //! A member's request handling ([`Member`]): reads served from the local store (after a
 //! ReadIndex barrier when linearizable), writes proposed through raft and answered once
 //! applied, and the `/health` check. The KV service is served from here (behind the
-//! backend quota, see [`crate::quota`]); the other services build on it.
+//! backend quota); the other services build on it.
 
 use std::sync::Arc;
 use std::time::Duration;
