@@ -14,13 +14,13 @@ use cairn_proto::etcdserverpb::{
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
-use cairn_raft_node::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use cairn_raft_node::eraftpb::ConfChangeType;
 use cairn_raft_node::Role;
 
 use crate::apply::Applied;
 use crate::client_error::{self, ForwardedCall};
 use crate::member::Member;
-use crate::members::change_context;
+use crate::members;
 use crate::reconfig;
 
 impl Member {
@@ -39,12 +39,7 @@ impl Member {
         kind: ConfChangeType,
         member: &pb::Member,
     ) -> Result<Vec<pb::Member>, EtcdError> {
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(kind);
-        single.node_id = member.id;
-        let mut cc = ConfChangeV2::default();
-        cc.mut_changes().push(single);
-        cc.context = change_context(member).into();
+        let cc = members::change(kind, member);
         let has_leader = self.raft.status().leader_id != 0;
         if !has_leader {
             return Err(EtcdError::NoLeader);

@@ -52,6 +52,14 @@ pub(crate) fn check_peer_urls_free(
     Ok(())
 }
 
+fn find(members: &[Member], id: u64) -> Result<Member, EtcdError> {
+    members
+        .iter()
+        .find(|m| m.id == id)
+        .cloned()
+        .ok_or(EtcdError::MemberNotFound)
+}
+
 fn voters(members: &[Member]) -> usize {
     members.iter().filter(|m| !m.is_learner).count()
 }
@@ -81,11 +89,7 @@ pub(crate) fn check_remove(
     id: u64,
     started_voters: &[u64],
 ) -> Result<Member, EtcdError> {
-    let member = members
-        .iter()
-        .find(|m| m.id == id)
-        .cloned()
-        .ok_or(EtcdError::MemberNotFound)?;
+    let member = find(members, id)?;
     if member.is_learner {
         return Ok(member);
     }
@@ -106,11 +110,7 @@ pub(crate) fn check_promote(
     leader_id: u64,
     progress: &HashMap<u64, u64>,
 ) -> Result<Member, EtcdError> {
-    let member = members
-        .iter()
-        .find(|m| m.id == id)
-        .cloned()
-        .ok_or(EtcdError::MemberNotFound)?;
+    let member = find(members, id)?;
     if !member.is_learner {
         return Err(EtcdError::MemberNotLearner);
     }

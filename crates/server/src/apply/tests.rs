@@ -13,14 +13,14 @@ use cairn_proto::etcdserverpb::{
     PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use cairn_proto::mvccpb::{event::EventType, Event};
-use cairn_raft_node::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState};
+use cairn_raft_node::eraftpb::{ConfChangeType, ConfState};
 use cairn_raft_node::{CommittedEntry, EntryKind, PeerUrls, ProposalId, StateMachine};
 use parking_lot::Mutex;
 use prost::Message as _;
 
 use super::{Applied, Applier, ApplyHooks};
 use crate::alarms::Alarms;
-use crate::members::{change_context, Membership};
+use crate::members::{self, Membership};
 
 const SELF_ID: u64 = 1;
 
@@ -315,16 +315,6 @@ fn a_nospace_alarm_refuses_writes_that_grow_the_key_space() {
     };
 }
 
-fn conf_change(kind: ConfChangeType, member: &Member) -> ConfChangeV2 {
-    let mut single = ConfChangeSingle::default();
-    single.set_change_type(kind);
-    single.node_id = member.id;
-    let mut cc = ConfChangeV2::default();
-    cc.mut_changes().push(single);
-    cc.context = change_context(member).into();
-    cc
-}
-
 #[test]
 fn membership_entries_change_the_member_list() {
     let mut f = Fixture::new();
@@ -344,7 +334,7 @@ fn membership_entries_change_the_member_list() {
         (ConfChangeType::AddNode, &me),
         (ConfChangeType::AddLearnerNode, &learner),
     ] {
-        let change = conf_change(kind, member);
+        let change = members::change(kind, member);
         let Ok(Applied::Members(list)) = f.apply_kind(EntryKind::ConfChange {
             change,
             state: ConfState::default(),
@@ -364,7 +354,7 @@ fn membership_entries_change_the_member_list() {
     let Applied::Members(_) = f.apply(Request::MemberAttributes(attrs)) else {
         panic!("not a member list")
     };
-    let promote = conf_change(ConfChangeType::AddNode, &learner);
+    let promote = members::change(ConfChangeType::AddNode, &learner);
     f.apply_kind(EntryKind::ConfChange {
         change: promote,
         state: ConfState::default(),
@@ -382,7 +372,7 @@ fn membership_entries_change_the_member_list() {
     );
     assert!(!*f.removed.borrow());
     // Removing this member tells it to stop.
-    let remove = conf_change(ConfChangeType::RemoveNode, &me);
+    let remove = members::change(ConfChangeType::RemoveNode, &me);
     f.apply_kind(EntryKind::ConfChange {
         change: remove,
         state: ConfState::default(),
