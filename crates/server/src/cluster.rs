@@ -79,7 +79,7 @@ impl ClusterApi for Member {
             self.linearizable_barrier().await?;
         }
         Ok(MemberListResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members: self.members.list(),
         })
     }
@@ -118,7 +118,7 @@ impl ClusterApi for Member {
         let members = self.propose_change(kind, &member).await?;
         tracing::info!(member = %format!("{id:x}"), peer_urls = ?member.peer_ur_ls, learner = member.is_learner, "member added");
         Ok(MemberAddResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             member: Some(member),
             members,
         })
@@ -135,7 +135,7 @@ impl ClusterApi for Member {
             .await?;
         tracing::info!(member = %format!("{:x}", req.id), "member removed");
         Ok(MemberRemoveResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }
@@ -159,7 +159,7 @@ impl ClusterApi for Member {
         let applied = self.propose(Request::MemberUpdate(update)).await?;
         let members = self.members_response(applied)?;
         Ok(MemberUpdateResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }
@@ -188,7 +188,7 @@ impl ClusterApi for Member {
             .await?;
         tracing::info!(member = %format!("{:x}", req.id), "learner promoted");
         Ok(MemberPromoteResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }

@@ -15,7 +15,7 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use cairn_raft_node::{IdGenerator, Role};
 use parking_lot::Mutex;
@@ -66,7 +66,7 @@ impl LeaseService {
             .map_err(|s| client_error::forwarded(&s, ForwardedCall::Lease))?
             .ok_or(EtcdError::LeaderChanged)?;
         Ok(LeaseKeepAliveResponse {
-            header: self.header(),
+            header: self.member.header_now(),
             ..resp
         })
     }
@@ -88,10 +88,6 @@ impl LeaseService {
     pub(crate) fn with_quota(mut self, quota: Quota) -> Self {
         self.quota = Some(quota);
         self
-    }
-
-    fn header(&self) -> Option<ResponseHeader> {
-        Some(self.member.header(self.member.store().current_revision()))
     }
 }
 
@@ -157,7 +153,7 @@ impl LeaseApi for LeaseService {
             Err(e) => return Err(client_error::lease(&e)),
         };
         Ok(LeaseKeepAliveResponse {
-            header: self.header(),
+            header: self.member.header_now(),
             id: req.id,
             ttl,
         })
@@ -176,11 +172,11 @@ impl LeaseApi for LeaseService {
                 .map_err(|s| client_error::forwarded(&s, ForwardedCall::Lease))?
                 .into_inner();
             return Ok(LeaseTimeToLiveResponse {
-                header: self.header(),
+                header: self.member.header_now(),
                 ..resp
             });
         }
-        let header = self.header();
+        let header = self.member.header_now();
         Ok(match self.lessor.time_to_live(req.id, req.keys) {
             Some(ttl) => LeaseTimeToLiveResponse {
                 header,
@@ -203,7 +199,7 @@ impl LeaseApi for LeaseService {
         _req: LeaseLeasesRequest,
     ) -> Result<LeaseLeasesResponse, EtcdError> {
         Ok(LeaseLeasesResponse {
-            header: self.header(),
+            header: self.member.header_now(),
             leases: self
                 .lessor
                 .leases()

@@ -46,10 +46,6 @@ impl Maintenance {
             snapshot_dir,
         }
     }
-
-    fn header_now(&self) -> Option<ResponseHeader> {
-        Some(self.member.header(self.member.store.current_revision()))
-    }
 }
 
 /// Runs `work` on a blocking thread (it reads or rewrites the whole backend).
@@ -79,7 +75,7 @@ impl MaintenanceApi for Maintenance {
                 .map(alarms::describe),
         );
         Ok(StatusResponse {
-            header: self.header_now(),
+            header: self.member.header_now(),
             version: ETCD_VERSION.to_string(),
             db_size: backend_size(&member.backend)? as i64,
             leader: st.leader_id,
@@ -99,7 +95,7 @@ impl MaintenanceApi for Maintenance {
     async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, EtcdError> {
         match self.member.propose(Request::Alarm(req)).await? {
             Applied::Alarm(mut resp) => {
-                resp.header = self.header_now();
+                resp.header = self.member.header_now();
                 Ok(resp)
             }
             other => Err(EtcdError::Internal(format!(
@@ -112,7 +108,7 @@ impl MaintenanceApi for Maintenance {
         let backend = self.member.backend.clone();
         blocking(move || backend.defragment()).await?;
         Ok(DefragmentResponse {
-            header: self.header_now(),
+            header: self.member.header_now(),
         })
     }
 
@@ -120,7 +116,7 @@ impl MaintenanceApi for Maintenance {
         let backend = self.member.backend.clone();
         let hash = blocking(move || backend.hash()).await?;
         Ok(HashResponse {
-            header: self.header_now(),
+            header: self.member.header_now(),
             hash,
         })
     }
@@ -129,7 +125,7 @@ impl MaintenanceApi for Maintenance {
         let store = self.member.store.clone();
         let hashed = blocking(move || store.hash_kv(req.revision)).await?;
         Ok(HashKvResponse {
-            header: self.header_now(),
+            header: self.member.header_now(),
             hash: hashed.hash,
             compact_revision: hashed.compact_revision,
         })
@@ -159,7 +155,7 @@ impl MaintenanceApi for Maintenance {
         .await;
         match transferred {
             Ok(Ok(s)) if s.leader_id == target => Ok(MoveLeaderResponse {
-                header: self.header_now(),
+                header: self.member.header_now(),
             }),
             Ok(_) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::Timeout),
@@ -173,7 +169,7 @@ impl MaintenanceApi for Maintenance {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let header = self.header_now();
+        let header = self.member.header_now();
         let backend = self.member.backend.clone();
         let parent = self.snapshot_dir.clone();
         let checkpoint = Checkpoint(dir.clone());

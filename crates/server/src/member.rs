@@ -135,6 +135,11 @@ impl Member {
         Ok(channel)
     }
 
+    /// A response header at the store's current revision.
+    pub(crate) fn header_now(&self) -> Option<ResponseHeader> {
+        Some(self.header(self.store.current_revision()))
+    }
+
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
