@@ -3,16 +3,8 @@
 
 use std::path::PathBuf;
 
-/// Every file we generate code for, relative to the proto root.
-const PROTOS: &[&str] = &[
-    "etcd/mvccpb/kv.proto",
-    "etcd/authpb/auth.proto",
-    "etcd/etcdserverpb/rpc.proto",
-    "etcd/v3lockpb/v3lock.proto",
-    "etcd/v3electionpb/v3election.proto",
-    "cairn/internal.proto",
-    "cairn/peer.proto",
-];
+// `PROTO_FILES`: the list the crate also exports.
+include!("src/files.rs");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -20,13 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    for file in PROTOS {
+    for file in PROTO_FILES {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }
 
     let mut compiler = protox::Compiler::new([&proto_root])?;
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files(PROTOS)?;
+    compiler.open_files(PROTO_FILES)?;
 
     // Encoded descriptor set for gRPC reflection (see `FILE_DESCRIPTOR_SET`).
     std::fs::write(

@@ -329,6 +329,31 @@ async fn missing_key_or_lease_in_put() {
     assert_eq!(snapshot(&mut client).await, before);
 }
 
+#[tokio::test]
+async fn value_or_lease_given_with_its_ignore_flag() {
+    let (_server, mut client) = seeded(ServerOpts::new()).await;
+    let before = snapshot(&mut client).await;
+    assert_status(
+        client
+            .put("a", "v", Some(PutOptions::new().with_ignore_value()))
+            .await,
+        Code::InvalidArgument,
+        "etcdserver: value is provided",
+    );
+    assert_status(
+        client
+            .put(
+                "a",
+                "",
+                Some(PutOptions::new().with_lease(0x1234).with_ignore_lease()),
+            )
+            .await,
+        Code::InvalidArgument,
+        "etcdserver: lease is provided",
+    );
+    assert_eq!(snapshot(&mut client).await, before);
+}
+
 #[test]
 fn oversized_put_through_etcdctl() {
     let server = Server::start(ServerOpts::new());

@@ -1,16 +1,23 @@
-//! What the gateway needs from a server. The server crate implements these traits; the
-//! gateway adapts them to every client surface (gRPC now, the JSON gateway later).
+//! What the gateway needs from a server: one trait per etcd service. The server crate
+//! implements them; the gateway adapts them to every client surface (gRPC now, the JSON
+//! gateway later), and its tests serve them from in-memory fakes.
+
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, SnapshotResponse,
-    StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest,
+    TxnResponse, WatchRequest, WatchResponse,
 };
+use futures::Stream;
 
 use crate::error::EtcdError;
 
@@ -31,8 +38,7 @@ pub trait KvApi: Send + Sync + 'static {
 }
 
 /// A stream of snapshot chunks (Maintenance.Snapshot).
-pub type SnapshotChunks =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<SnapshotResponse, EtcdError>> + Send>>;
+pub type SnapshotChunks = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, EtcdError>> + Send>>;
 
 /// etcd's Maintenance service.
 #[async_trait]
@@ -75,6 +81,49 @@ pub trait ClusterApi: Send + Sync + 'static {
         &self,
         req: MemberPromoteRequest,
     ) -> Result<MemberPromoteResponse, EtcdError>;
+}
+
+/// etcd's Lease service.
+#[async_trait]
+pub trait LeaseApi: Send + Sync + 'static {
+    /// Creates a lease (`ID` 0: the server chooses one).
+    async fn lease_grant(&self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse, EtcdError>;
+    /// Revokes a lease and deletes its keys.
+    async fn lease_revoke(&self, req: LeaseRevokeRequest)
+        -> Result<LeaseRevokeResponse, EtcdError>;
+    /// Restarts a lease's TTL; an unknown lease is answered with TTL 0, as etcd does. The
+    /// gateway calls it once per request of a keep-alive stream, in order.
+    async fn lease_keep_alive(
+        &self,
+        req: LeaseKeepAliveRequest,
+    ) -> Result<LeaseKeepAliveResponse, EtcdError>;
+    /// A lease's remaining and granted TTL (TTL -1 for an unknown lease), with its keys
+    /// when asked.
+    async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, EtcdError>;
+    /// Every lease.
+    async fn lease_leases(&self, req: LeaseLeasesRequest)
+        -> Result<LeaseLeasesResponse, EtcdError>;
+}
+
+/// The responses of one watch stream, in the order they must reach the client.
+pub type WatchResponses = Pin<Box<dyn Stream<Item = WatchResponse> + Send + 'static>>;
+
+/// One client's watch stream on the server side.
+#[async_trait]
+pub trait WatchSession: Send + 'static {
+    /// Handles one request (create, cancel, progress). May wait while the stream's
+    /// response buffer is full.
+    async fn handle(&mut self, request: WatchRequest);
+}
+
+/// etcd's Watch service: each gRPC call opens one stream.
+pub trait WatchApi: Send + Sync + 'static {
+    /// Opens a stream: the session takes requests, the stream yields responses. Dropping
+    /// the session ends the stream's watchers.
+    fn open_stream(&self) -> (Box<dyn WatchSession>, WatchResponses);
 }
 
 /// The answer of `/health`.

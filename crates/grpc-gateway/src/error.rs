@@ -1,5 +1,8 @@
 //! Every error a client can see, with etcd's gRPC code and exact message: clients map
 //! errors by both (etcd's `rpctypes`), so these strings are part of the wire contract.
+//! This is the one place that spells them: other crates map their own errors to an
+//! [`EtcdError`], and an answer forwarded from another member is read back with
+//! [`EtcdError::from_status`].
 
 use tonic::{Code, Status};
 
@@ -110,9 +113,6 @@ pub enum EtcdError {
     /// MoveLeader to a member that cannot lead.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
-    /// A member that was removed.
-    #[error("etcdserver: ID removed")]
-    IdRemoved,
     /// An RPC cairn does not serve (yet).
     #[error("unknown method {0}")]
     Unimplemented(String),
@@ -122,6 +122,55 @@ pub enum EtcdError {
 }
 
 impl EtcdError {
+    /// Every error whose message is fixed (all but those carrying details), for reading a
+    /// status back ([`EtcdError::from_status`]).
+    pub const FIXED: [EtcdError; 32] = {
+        use EtcdError::*;
+        [
+            EmptyKey,
+            KeyNotFound,
+            ValueProvided,
+            LeaseProvided,
+            TooManyOps,
+            DuplicateKey,
+            InvalidSortOption,
+            Compacted,
+            FutureRevision,
+            NoSpace,
+            LeaseNotFound,
+            LeaseExists,
+            LeaseTtlTooLarge,
+            RequestTooLarge,
+            TooManyRequests,
+            NoLeader,
+            NotLeader,
+            LeaderChanged,
+            Stopped,
+            Timeout,
+            Unhealthy,
+            Corrupt,
+            PermissionDenied,
+            MemberExist,
+            PeerUrlExist,
+            MemberNotEnoughStarted,
+            MemberBadUrls,
+            MemberNotFound,
+            MemberNotLearner,
+            LearnerNotReady,
+            TooManyLearners,
+            BadLeaderTransferee,
+        ]
+    };
+
+    /// The error an etcd status stands for when its code and message are one of etcd's
+    /// fixed errors (an answer forwarded from another member); `None` for anything else.
+    pub fn from_status(status: &Status) -> Option<EtcdError> {
+        EtcdError::FIXED
+            .iter()
+            .find(|e| e.code() == status.code() && e.to_string() == status.message())
+            .cloned()
+    }
+
     /// The gRPC status code etcd answers with.
     pub fn code(&self) -> Code {
         use EtcdError::*;
@@ -139,8 +188,7 @@ impl EtcdError {
             | MemberNotLearner
             | LearnerNotReady
             | TooManyLearners
-            | BadLeaderTransferee
-            | IdRemoved => Code::FailedPrecondition,
+            | BadLeaderTransferee => Code::FailedPrecondition,
             MemberBadUrls => Code::InvalidArgument,
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
@@ -154,5 +202,172 @@ impl EtcdError {
 impl From<EtcdError> for Status {
     fn from(e: EtcdError) -> Status {
         Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd's code and message for each variant (its `rpctypes`), with the variant's place
+    /// in the table: the match has an arm for every variant, and the table test below
+    /// fails unless `samples` holds one of each.
+    fn etcd_answer(e: &EtcdError) -> (usize, Code, String) {
+        use EtcdError::*;
+        let (n, code, message) = match e {
+            EmptyKey => (0, Code::InvalidArgument, "etcdserver: key is not provided"),
+            KeyNotFound => (1, Code::InvalidArgument, "etcdserver: key not found"),
+            ValueProvided => (2, Code::InvalidArgument, "etcdserver: value is provided"),
+            LeaseProvided => (3, Code::InvalidArgument, "etcdserver: lease is provided"),
+            TooManyOps => (
+                4,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            DuplicateKey => (
+                5,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            InvalidSortOption => (6, Code::InvalidArgument, "etcdserver: invalid sort option"),
+            Compacted => (
+                7,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            FutureRevision => (
+                8,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            NoSpace => (
+                9,
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            LeaseNotFound => (10, Code::NotFound, "etcdserver: requested lease not found"),
+            LeaseExists => (
+                11,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            LeaseTtlTooLarge => (12, Code::OutOfRange, "etcdserver: too large lease TTL"),
+            RequestTooLarge => (
+                13,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            TooManyRequests => (14, Code::ResourceExhausted, "etcdserver: too many requests"),
+            NoLeader => (15, Code::Unavailable, "etcdserver: no leader"),
+            NotLeader => (16, Code::FailedPrecondition, "etcdserver: not leader"),
+            LeaderChanged => (17, Code::Unavailable, "etcdserver: leader changed"),
+            Stopped => (18, Code::Unavailable, "etcdserver: server stopped"),
+            Timeout => (19, Code::Unavailable, "etcdserver: request timed out"),
+            Unhealthy => (20, Code::Unavailable, "etcdserver: unhealthy cluster"),
+            Corrupt => (21, Code::DataLoss, "etcdserver: corrupt cluster"),
+            PermissionDenied => (22, Code::PermissionDenied, "etcdserver: permission denied"),
+            MemberExist => (
+                23,
+                Code::FailedPrecondition,
+                "etcdserver: member ID already exist",
+            ),
+            PeerUrlExist => (
+                24,
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            MemberNotEnoughStarted => (
+                25,
+                Code::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
+            MemberBadUrls => (
+                26,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            MemberNotFound => (27, Code::NotFound, "etcdserver: member not found"),
+            MemberNotLearner => (
+                28,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            LearnerNotReady => (
+                29,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
+            TooManyLearners => (
+                30,
+                Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+            ),
+            BadLeaderTransferee => (
+                31,
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ),
+            // grpc-go's wording, as etcd's server answers an oversized message.
+            MessageTooLarge { got, max } => {
+                return (
+                    32,
+                    Code::ResourceExhausted,
+                    format!("grpc: received message larger than max ({got} vs. {max})"),
+                )
+            }
+            // grpc-go's answer for a method the server does not register.
+            Unimplemented(method) => {
+                return (33, Code::Unimplemented, format!("unknown method {method}"))
+            }
+            // etcd answers an error it has no status for with code Unknown.
+            Internal(why) => return (34, Code::Unknown, format!("etcdserver: {why}")),
+        };
+        (n, code, message.to_string())
+    }
+
+    #[test]
+    fn every_variant_has_etcds_code_and_message() {
+        let mut samples = EtcdError::FIXED.to_vec();
+        samples.extend([
+            EtcdError::MessageTooLarge {
+                got: 2_097_162,
+                max: 2_097_152,
+            },
+            EtcdError::Unimplemented("/etcdserverpb.Maintenance/Downgrade".into()),
+            EtcdError::Internal("mvcc: backend: IO error".into()),
+        ]);
+        let mut seen = Vec::new();
+        for e in &samples {
+            let (n, code, message) = etcd_answer(e);
+            let status = Status::from(e.clone());
+            assert_eq!(
+                (status.code(), status.message()),
+                (code, message.as_str()),
+                "{e:?}"
+            );
+            seen.push(n);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..samples.len()).collect::<Vec<_>>(), "one of each");
+    }
+
+    #[test]
+    fn fixed_errors_read_back_from_their_status() {
+        for e in EtcdError::FIXED {
+            assert_eq!(EtcdError::from_status(&Status::from(e.clone())), Some(e));
+        }
+        // The same message with another code, or a message etcd does not have: unknown.
+        assert_eq!(
+            EtcdError::from_status(&Status::internal("etcdserver: no leader")),
+            None
+        );
+        assert_eq!(
+            EtcdError::from_status(&Status::unavailable("transport error")),
+            None
+        );
+        assert_eq!(
+            EtcdError::from_status(&Status::from(EtcdError::Internal("x".into()))),
+            None
+        );
     }
 }

@@ -1,12 +1,20 @@
-//! tonic services adapting the [`crate::api`] traits to etcd's gRPC API.
+//! etcd's gRPC services over the [`crate::api`] traits. One adapter, [`Service`], serves
+//! each of them: it checks the message size, calls the trait, counts the call the way
+//! go-grpc-prometheus does and turns the error into etcd's status. The Watch service's
+//! stream lives in [`crate::watch`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
-use tonic::{Code, Request, Response, Status};
+use futures::{Stream, StreamExt as _};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::api::{ClusterApi, KvApi, MaintenanceApi};
+use crate::api::{ClusterApi, KvApi, LeaseApi, MaintenanceApi};
 use crate::error::EtcdError;
+use crate::metrics::{self, RpcType};
 
 /// etcd's extra allowance over `--max-request-bytes` for gRPC framing (grpcOverheadBytes).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -44,213 +52,291 @@ impl Limits {
     }
 }
 
-/// The name grpc-go gives a status code (used in metric labels).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "Canceled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
+/// The full names of etcd's services, as gRPC paths and metric labels spell them.
+pub mod service_name {
+    /// `etcdserverpb.KV`.
+    pub const KV: &str = "etcdserverpb.KV";
+    /// `etcdserverpb.Watch`.
+    pub const WATCH: &str = "etcdserverpb.Watch";
+    /// `etcdserverpb.Lease`.
+    pub const LEASE: &str = "etcdserverpb.Lease";
+    /// `etcdserverpb.Cluster`.
+    pub const CLUSTER: &str = "etcdserverpb.Cluster";
+    /// `etcdserverpb.Maintenance`.
+    pub const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+}
+use service_name::{CLUSTER, KV, LEASE, MAINTENANCE};
+
+/// What a trait method returns (an `async_trait` future borrowing the server).
+type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EtcdError>> + Send + 'a>>;
+
+/// A stream of responses as tonic sends it.
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// How many keep-alive answers may wait for a slow client before reading pauses.
+const KEEP_ALIVE_BUFFER: usize = 16;
+
+/// One of etcd's gRPC services over `A`, the trait object (or type) that serves it: the
+/// tonic service traits of KV, Lease, Cluster, Maintenance and Watch are implemented for
+/// `Service<A>` wherever `A` implements the matching [`crate::api`] trait.
+pub struct Service<A: ?Sized> {
+    pub(crate) api: Arc<A>,
+    pub(crate) limits: Limits,
 }
 
-/// Counts a unary call the way go-grpc-prometheus does and turns the result into tonic's.
-pub(crate) fn observe<T>(
-    service: &'static str,
-    method: &'static str,
-    result: Result<T, EtcdError>,
-) -> Result<Response<T>, Status> {
-    let code = match &result {
-        Ok(_) => Code::Ok,
-        Err(e) => e.code(),
-    };
-    metrics::counter!(
-        "grpc_server_handled_total",
-        "grpc_type" => "unary",
-        "grpc_service" => service,
-        "grpc_method" => method,
-        "grpc_code" => code_name(code),
-    )
-    .increment(1);
-    result.map(Response::new).map_err(Status::from)
-}
-
-pub(crate) fn started(service: &'static str, method: &'static str) {
-    metrics::counter!(
-        "grpc_server_started_total",
-        "grpc_type" => "unary",
-        "grpc_service" => service,
-        "grpc_method" => method,
-    )
-    .increment(1);
-}
-
-macro_rules! unary {
-    ($self:ident, $service:literal, $method:literal, $req:ident, $call:ident) => {{
-        started($service, $method);
-        let req = $req.into_inner();
-        let result = match $self.limits.check(&req) {
-            Ok(()) => $self.api.$call(req).await,
-            Err(e) => Err(e),
-        };
-        observe($service, $method, result)
-    }};
-}
-
-/// etcd's `KV` service over a [`KvApi`].
-pub struct KvService<A> {
-    api: Arc<A>,
-    limits: Limits,
-}
-
-impl<A> KvService<A> {
+impl<A: ?Sized> Service<A> {
     /// Serves `api` within `limits`.
     pub fn new(api: Arc<A>, limits: Limits) -> Self {
-        KvService { api, limits }
+        Service { api, limits }
     }
+
+    /// One unary call: size check, the server's answer, metrics, etcd's status.
+    async fn unary<Req, Resp>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        request: Request<Req>,
+        call: impl for<'a> FnOnce(&'a A, Req) -> ApiFuture<'a, Resp>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message,
+    {
+        metrics::started(RpcType::Unary, service, method);
+        let req = request.into_inner();
+        let result = match self.limits.check(&req) {
+            Ok(()) => call(&self.api, req).await,
+            Err(e) => Err(e),
+        };
+        let code = result.as_ref().map_or_else(EtcdError::code, |_| Code::Ok);
+        metrics::handled(RpcType::Unary, service, method, code);
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+/// Answers a method cairn does not serve (yet) as grpc-go answers an unknown one.
+fn unimplemented<T>(service: &'static str, method: &'static str) -> Result<Response<T>, Status> {
+    metrics::started(RpcType::Unary, service, method);
+    let e = EtcdError::Unimplemented(format!("/{service}/{method}"));
+    metrics::handled(RpcType::Unary, service, method, e.code());
+    Err(e.into())
 }
 
 #[tonic::async_trait]
-impl<A: KvApi> pb::kv_server::Kv for KvService<A> {
+impl<A: KvApi + ?Sized> pb::kv_server::Kv for Service<A> {
     async fn range(
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        unary!(self, "etcdserverpb.KV", "Range", request, range)
+        self.unary(KV, "Range", request, |api, req| api.range(req))
+            .await
     }
 
     async fn put(
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        unary!(self, "etcdserverpb.KV", "Put", request, put)
+        self.unary(KV, "Put", request, |api, req| api.put(req))
+            .await
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.KV",
-            "DeleteRange",
-            request,
-            delete_range
-        )
+        self.unary(KV, "DeleteRange", request, |api, req| api.delete_range(req))
+            .await
     }
 
     async fn txn(
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        unary!(self, "etcdserverpb.KV", "Txn", request, txn)
+        self.unary(KV, "Txn", request, |api, req| api.txn(req))
+            .await
     }
 
     async fn compact(
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        unary!(self, "etcdserverpb.KV", "Compact", request, compact)
+        self.unary(KV, "Compact", request, |api, req| api.compact(req))
+            .await
     }
 }
-
-/// etcd's `Maintenance` service over a [`MaintenanceApi`]; RPCs not served yet answer
-/// `Unimplemented`.
-pub struct MaintenanceService<A> {
-    api: Arc<A>,
-    limits: Limits,
-}
-
-impl<A> MaintenanceService<A> {
-    /// Serves `api` within `limits`.
-    pub fn new(api: Arc<A>, limits: Limits) -> Self {
-        MaintenanceService { api, limits }
-    }
-}
-
-fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
-    unimplemented_in("etcdserverpb.Maintenance", method)
-}
-
-fn unimplemented_in<T>(service: &'static str, method: &'static str) -> Result<Response<T>, Status> {
-    started(service, method);
-    observe(
-        service,
-        method,
-        Err(EtcdError::Unimplemented(format!("/{service}/{method}"))),
-    )
-}
-
-type SnapshotStream = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>,
->;
 
 #[tonic::async_trait]
-impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceService<A> {
+impl<A: LeaseApi + ?Sized> pb::lease_server::Lease for Service<A> {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.unary(LEASE, "LeaseGrant", request, |api, req| {
+            api.lease_grant(req)
+        })
+        .await
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        self.unary(LEASE, "LeaseRevoke", request, |api, req| {
+            api.lease_revoke(req)
+        })
+        .await
+    }
+
+    type LeaseKeepAliveStream = ResponseStream<pb::LeaseKeepAliveResponse>;
+
+    /// Answers each request in order; the stream ends after the first error.
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        metrics::started(RpcType::BidiStream, LEASE, "LeaseKeepAlive");
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_BUFFER);
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            while let Some(next) = inbound.next().await {
+                let Ok(req) = next else { break };
+                let answer = api.lease_keep_alive(req).await.map_err(Status::from);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.unary(LEASE, "LeaseTimeToLive", request, |api, req| {
+            api.lease_time_to_live(req)
+        })
+        .await
+    }
+
+    async fn lease_leases(
+        &self,
+        request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.unary(LEASE, "LeaseLeases", request, |api, req| {
+            api.lease_leases(req)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl<A: ClusterApi + ?Sized> pb::cluster_server::Cluster for Service<A> {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        self.unary(CLUSTER, "MemberAdd", request, |api, req| {
+            api.member_add(req)
+        })
+        .await
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.unary(CLUSTER, "MemberRemove", request, |api, req| {
+            api.member_remove(req)
+        })
+        .await
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.unary(CLUSTER, "MemberUpdate", request, |api, req| {
+            api.member_update(req)
+        })
+        .await
+    }
+
+    async fn member_list(
+        &self,
+        request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.unary(CLUSTER, "MemberList", request, |api, req| {
+            api.member_list(req)
+        })
+        .await
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.unary(CLUSTER, "MemberPromote", request, |api, req| {
+            api.member_promote(req)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl<A: MaintenanceApi + ?Sized> pb::maintenance_server::Maintenance for Service<A> {
     async fn alarm(
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        unary!(self, "etcdserverpb.Maintenance", "Alarm", request, alarm)
+        self.unary(MAINTENANCE, "Alarm", request, |api, req| api.alarm(req))
+            .await
     }
 
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        unary!(self, "etcdserverpb.Maintenance", "Status", request, status)
+        self.unary(MAINTENANCE, "Status", request, |api, req| api.status(req))
+            .await
     }
 
     async fn defragment(
         &self,
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Maintenance",
-            "Defragment",
-            request,
-            defragment
-        )
+        self.unary(MAINTENANCE, "Defragment", request, |api, req| {
+            api.defragment(req)
+        })
+        .await
     }
 
     async fn hash(
         &self,
         request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        unary!(self, "etcdserverpb.Maintenance", "Hash", request, hash)
+        self.unary(MAINTENANCE, "Hash", request, |api, req| api.hash(req))
+            .await
     }
 
     async fn hash_kv(
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        unary!(self, "etcdserverpb.Maintenance", "HashKV", request, hash_kv)
+        self.unary(MAINTENANCE, "HashKV", request, |api, req| api.hash_kv(req))
+            .await
     }
 
-    type SnapshotStream = SnapshotStream;
+    type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
 
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        use futures::StreamExt as _;
-        started("etcdserverpb.Maintenance", "Snapshot");
+        metrics::started(RpcType::ServerStream, MAINTENANCE, "Snapshot");
         let chunks = self.api.snapshot().await.map_err(Status::from)?;
-        let stream: SnapshotStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
+        let stream: Self::SnapshotStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
         Ok(Response::new(stream))
     }
 
@@ -258,100 +344,16 @@ impl<A: MaintenanceApi> pb::maintenance_server::Maintenance for MaintenanceServi
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Maintenance",
-            "MoveLeader",
-            request,
-            move_leader
-        )
+        self.unary(MAINTENANCE, "MoveLeader", request, |api, req| {
+            api.move_leader(req)
+        })
+        .await
     }
 
     async fn downgrade(
         &self,
         _request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
-        unimplemented("Downgrade")
-    }
-}
-
-/// etcd's `Cluster` service over a [`ClusterApi`].
-pub struct ClusterService<A> {
-    api: Arc<A>,
-    limits: Limits,
-}
-
-impl<A> ClusterService<A> {
-    /// Serves `api` within `limits`.
-    pub fn new(api: Arc<A>, limits: Limits) -> Self {
-        ClusterService { api, limits }
-    }
-}
-
-#[tonic::async_trait]
-impl<A: ClusterApi> pb::cluster_server::Cluster for ClusterService<A> {
-    async fn member_add(
-        &self,
-        request: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Cluster",
-            "MemberAdd",
-            request,
-            member_add
-        )
-    }
-
-    async fn member_remove(
-        &self,
-        request: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Cluster",
-            "MemberRemove",
-            request,
-            member_remove
-        )
-    }
-
-    async fn member_update(
-        &self,
-        request: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Cluster",
-            "MemberUpdate",
-            request,
-            member_update
-        )
-    }
-
-    async fn member_list(
-        &self,
-        request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Cluster",
-            "MemberList",
-            request,
-            member_list
-        )
-    }
-
-    async fn member_promote(
-        &self,
-        request: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        unary!(
-            self,
-            "etcdserverpb.Cluster",
-            "MemberPromote",
-            request,
-            member_promote
-        )
+        unimplemented(MAINTENANCE, "Downgrade")
     }
 }

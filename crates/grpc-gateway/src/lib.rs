@@ -1,15 +1,26 @@
 //! Every client-facing surface of cairn, written against small traits ([`api`]) rather
-//! than against the server's insides: etcd's gRPC services, the gRPC health service, and
-//! the HTTP endpoints (`/health`, `/version`, `/metrics`) on the same port. Errors carry
-//! etcd's exact codes and messages ([`EtcdError`]).
+//! than against the server's insides: etcd's gRPC services (KV, Watch, Lease, Cluster,
+//! Maintenance), the gRPC health service, and the HTTP endpoints (`/health`, `/livez`,
+//! `/readyz`, `/version`, `/metrics`), all on one port as etcd serves them. Errors carry
+//! etcd's exact codes and messages ([`EtcdError`]); the gRPC metrics keep
+//! go-grpc-prometheus's names ([`metrics`]). Anything that implements the traits can be
+//! served: the cairn server does, and so do the in-memory fakes of this crate's tests.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use cairn_grpc_gateway::{api::{ClusterApi, KvApi, MaintenanceApi, HealthApi}, grpc::Limits, http, serve};
-//! # async fn demo<S: KvApi + MaintenanceApi + ClusterApi + HealthApi>(server: Arc<S>) -> Result<(), Box<dyn std::error::Error>> {
+//! # use cairn_grpc_gateway::{api::*, grpc::Limits, http, serve};
+//! # async fn demo<S>(server: Arc<S>) -> Result<(), Box<dyn std::error::Error>>
+//! # where S: KvApi + WatchApi + LeaseApi + MaintenanceApi + ClusterApi + HealthApi {
 //! let versions = http::Versions { server: "3.5.0".into(), cluster: "3.5.0".into() };
 //! let http = http::router(server.clone(), None, versions);
-//! let routes = serve::client_routes(server, Limits::for_max_request_bytes(1_572_864));
+//! let apis = serve::ClientApis {
+//!     kv: server.clone(),
+//!     watch: server.clone(),
+//!     lease: server.clone(),
+//!     cluster: server.clone(),
+//!     maintenance: server,
+//! };
+//! let routes = serve::client_routes(apis, Limits::for_max_request_bytes(1_572_864));
 //! let router = serve::into_router(routes, http);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:2379").await?;
 //! serve::serve(listener, router, std::future::pending()).await?;
@@ -22,7 +33,7 @@ pub mod authority;
 pub mod error;
 pub mod grpc;
 pub mod http;
-pub mod lease;
+pub mod metrics;
 pub mod serve;
 pub mod watch;
 

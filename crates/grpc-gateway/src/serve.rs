@@ -4,7 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,9 +14,9 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::Routes;
 use tonic::transport::server::Connected;
 
-use crate::api::{ClusterApi, KvApi, MaintenanceApi};
+use crate::api::{ClusterApi, KvApi, LeaseApi, MaintenanceApi, WatchApi};
 use crate::authority::AuthorityFix;
-use crate::grpc::{ClusterService, KvService, Limits, MaintenanceService};
+use crate::grpc::{Limits, Service};
 
 /// Errors of the client listener.
 #[derive(Debug, thiserror::Error)]
@@ -25,23 +26,32 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Builds the client-facing gRPC routes: etcd's KV and Maintenance services and the gRPC
-/// health service. Callers add further services (`.add_service(...)`); a service never
-/// added answers `Unimplemented`.
-pub fn client_routes<A>(api: Arc<A>, limits: Limits) -> Routes
-where
-    A: KvApi + MaintenanceApi + ClusterApi,
-{
-    let max = limits.transport_limit();
-    let kv = KvServer::new(KvService::new(api.clone(), limits))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let cluster = ClusterServer::new(ClusterService::new(api.clone(), limits))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(api, limits))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
+/// What serves each of etcd's services on the client port.
+#[derive(Clone)]
+pub struct ClientApis {
+    /// The KV service.
+    pub kv: Arc<dyn KvApi>,
+    /// The Watch service.
+    pub watch: Arc<dyn WatchApi>,
+    /// The Lease service.
+    pub lease: Arc<dyn LeaseApi>,
+    /// The Cluster service.
+    pub cluster: Arc<dyn ClusterApi>,
+    /// The Maintenance service.
+    pub maintenance: Arc<dyn MaintenanceApi>,
+}
+
+/// Builds the client-facing gRPC routes: etcd's KV, Watch, Lease, Cluster and Maintenance
+/// services within `limits`, and the gRPC health service. Callers may add further
+/// services (`.add_service(...)`); a service never added answers `Unimplemented`.
+pub fn client_routes(apis: ClientApis, limits: Limits) -> Routes {
+    macro_rules! limited {
+        ($server:ident, $api:expr) => {
+            $server::new(Service::new($api, limits))
+                .max_decoding_message_size(limits.transport_limit())
+                .max_encoding_message_size(usize::MAX)
+        };
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // etcd reports the overall ("") service as serving.
     tokio::spawn(async move {
@@ -49,9 +59,11 @@ where
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
     });
-    Routes::new(kv)
-        .add_service(maintenance)
-        .add_service(cluster)
+    Routes::new(limited!(KvServer, apis.kv))
+        .add_service(limited!(WatchServer, apis.watch))
+        .add_service(limited!(LeaseServer, apis.lease))
+        .add_service(limited!(ClusterServer, apis.cluster))
+        .add_service(limited!(MaintenanceServer, apis.maintenance))
         .add_service(health_service)
 }
 

@@ -71,7 +71,10 @@ pub mod cairnpb {
     tonic::include_proto!("cairnpb");
 }
 
-/// The encoded `google.protobuf.FileDescriptorSet` of every file above (with
+mod files;
+pub use files::PROTO_FILES;
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every file of [`PROTO_FILES`] (with
 /// imports and source info), for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));

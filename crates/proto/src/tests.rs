@@ -230,14 +230,7 @@ fn file_descriptor_set_is_present() {
     // A FileDescriptorSet is `repeated FileDescriptorProto file = 1`: starts with tag 0x0a.
     assert_eq!(crate::FILE_DESCRIPTOR_SET.first(), Some(&0x0a));
     let text = String::from_utf8_lossy(crate::FILE_DESCRIPTOR_SET);
-    for name in [
-        "etcd/mvccpb/kv.proto",
-        "etcd/authpb/auth.proto",
-        "etcd/etcdserverpb/rpc.proto",
-        "etcd/v3lockpb/v3lock.proto",
-        "etcd/v3electionpb/v3election.proto",
-        "cairn/internal.proto",
-    ] {
+    for name in crate::PROTO_FILES {
         assert!(text.contains(name), "descriptor set lacks {name}");
     }
 }

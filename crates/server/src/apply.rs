@@ -1,6 +1,10 @@
 //! The state machine raft feeds: decodes each committed [`InternalRequest`] and applies it
 //! to the MVCC store, in one RocksDB write batch with the entry's index.
 
+mod lease;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use cairn_grpc_gateway::EtcdError;
@@ -24,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alarms::Alarms;
+use crate::client_error;
 use crate::members::{ChangeEffect, Membership};
 
 /// What applying one entry produced, handed back to the member that proposed it.
@@ -49,19 +54,6 @@ pub enum Applied {
     Members(Vec<cairn_proto::etcdserverpb::Member>),
     /// The request failed with a client-visible error; nothing changed.
     Failed(EtcdError),
-}
-
-/// Maps a store error to what the client sees.
-pub fn client_error(e: &MvccError) -> EtcdError {
-    match e {
-        MvccError::Compacted => EtcdError::Compacted,
-        MvccError::FutureRevision => EtcdError::FutureRevision,
-        MvccError::EmptyKey => EtcdError::EmptyKey,
-        MvccError::KeyNotFound => EtcdError::KeyNotFound,
-        MvccError::TooManyOps => EtcdError::TooManyOps,
-        MvccError::DuplicateKey => EtcdError::DuplicateKey,
-        other => EtcdError::Internal(other.to_string()),
-    }
 }
 
 /// What other parts of the member (watchers, the lessor) learn from the apply loop.
@@ -227,7 +219,7 @@ impl Applier {
     fn emit<R>(&self, outcome: cairn_mvcc_store::WriteOutcome<R>) -> R {
         if !outcome.events.is_empty() {
             if let Some(lessor) = &self.lessor {
-                crate::lease::track_attachments(lessor, &outcome.events);
+                lease::track_attachments(lessor, &outcome.events);
             }
             self.hooks.on_events(outcome.revision, &outcome.events);
         }
@@ -246,8 +238,11 @@ impl Applier {
     ) -> Result<Option<Applied>, MvccError> {
         let store = &self.store;
         Ok(Some(match req {
-            Request::LeaseGrant(r) => crate::lease::apply_grant(store, lessor, index, r)?,
-            Request::LeaseRevoke(r) => match crate::lease::apply_revoke(store, lessor, index, r)? {
+            Request::LeaseGrant(r) => match lease::apply_grant(store, lessor, index, r)? {
+                Ok(resp) => Applied::LeaseGrant(resp),
+                Err(e) => Applied::Failed(e),
+            },
+            Request::LeaseRevoke(r) => match lease::apply_revoke(store, lessor, index, r)? {
                 Ok(outcome) => Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: self.emit(outcome).header,
                 }),
@@ -373,12 +368,12 @@ impl StateMachine for Applier {
         };
         match self.apply_request(index, request) {
             Ok(applied) => Ok(applied),
-            Err(e @ (MvccError::Backend(_) | MvccError::Corrupt(_))) => Err(Self::fatal(index, e)),
+            Err(e) if client_error::is_member_fault(&e) => Err(Self::fatal(index, e)),
             Err(e) => {
                 self.store
                     .record_applied(index)
                     .map_err(|e| Self::fatal(index, e))?;
-                Ok(Applied::Failed(client_error(&e)))
+                Ok(Applied::Failed(client_error::store(&e)))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! etcd's Cluster service on a member: the member list and runtime membership changes,
-//! with etcd's rules (strict reconfiguration checks, one learner at most, promotion only
-//! of a learner in sync with the leader).
+//! checked with etcd's rules ([`crate::reconfig`]) and proposed through raft.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -10,43 +10,21 @@ use cairn_grpc_gateway::EtcdError;
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::{
-    Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    self as pb, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
-use cairn_raft_node::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use cairn_raft_node::eraftpb::ConfChangeType;
 use cairn_raft_node::Role;
 
 use crate::apply::Applied;
-use crate::members::change_context;
-use crate::server::EtcdServer;
+use crate::client_error::{self, ForwardedCall};
+use crate::member::Member;
+use crate::members;
+use crate::reconfig;
 
-/// etcd's limit on learners in a cluster.
-const MAX_LEARNERS: usize = 1;
-/// A learner may be promoted once its log matches at least this share of the leader's.
-const LEARNER_READY_PERCENT: f64 = 0.9;
-
-fn valid_peer_urls(urls: &[String]) -> bool {
-    !urls.is_empty()
-        && urls.iter().all(|u| {
-            let Some(rest) = u
-                .strip_prefix("http://")
-                .or_else(|| u.strip_prefix("https://"))
-            else {
-                return false;
-            };
-            let host_port = rest.trim_end_matches('/');
-            matches!(host_port.rsplit_once(':'), Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok())
-        })
-}
-
-/// A majority of `voters`.
-fn quorum(voters: usize) -> usize {
-    voters / 2 + 1
-}
-
-impl EtcdServer {
-    fn members_response(&self, applied: Applied) -> Result<Vec<Member>, EtcdError> {
+impl Member {
+    fn members_response(&self, applied: Applied) -> Result<Vec<pb::Member>, EtcdError> {
         match applied {
             Applied::Members(list) => Ok(list),
             Applied::Failed(e) => Err(e),
@@ -59,14 +37,9 @@ impl EtcdServer {
     async fn propose_change(
         &self,
         kind: ConfChangeType,
-        member: &Member,
-    ) -> Result<Vec<Member>, EtcdError> {
-        let mut single = ConfChangeSingle::default();
-        single.set_change_type(kind);
-        single.node_id = member.id;
-        let mut cc = ConfChangeV2::default();
-        cc.mut_changes().push(single);
-        cc.context = change_context(member).into();
+        member: &pb::Member,
+    ) -> Result<Vec<pb::Member>, EtcdError> {
+        let cc = members::change(kind, member);
         let has_leader = self.raft.status().leader_id != 0;
         if !has_leader {
             return Err(EtcdError::NoLeader);
@@ -78,75 +51,49 @@ impl EtcdServer {
         .await
         {
             Ok(Ok(applied)) => self.members_response(applied),
-            Ok(Err(_)) => Err(EtcdError::LeaderChanged),
+            Ok(Err(e)) => Err(client_error::raft(&e, has_leader)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
 
-    /// Voters that answered the leader recently enough to count as started.
-    async fn started_voters(&self) -> usize {
+    /// How far each member's log matches the leader's (empty if the raft node is gone).
+    async fn replication(&self) -> HashMap<u64, u64> {
+        self.raft.progress().await.unwrap_or_default()
+    }
+
+    /// The voters that count as started. Only the leader knows how far the others are;
+    /// a follower trusts the voter list.
+    async fn started_voters(&self) -> Vec<u64> {
         let st = self.raft.status();
         if st.role != Role::Leader {
-            // Only the leader knows; followers trust the voter list.
-            return st.voters.len();
+            return st.voters;
         }
-        let progress = self.raft.progress().await.unwrap_or_default();
-        let leader_match = progress.get(&self.member_id).copied().unwrap_or(0);
-        st.voters
-            .iter()
-            .filter(|id| {
-                **id == self.member_id
-                    || progress
-                        .get(id)
-                        .is_some_and(|m| *m > 0 && leader_match.saturating_sub(*m) < 10_000)
-            })
-            .count()
-    }
-}
-
-fn remote(status: tonic::Status) -> EtcdError {
-    match status.code() {
-        // The leader cannot be reached.
-        tonic::Code::Unavailable => EtcdError::Unhealthy,
-        _ => EtcdError::Internal(status.message().trim_start_matches("etcdserver: ").into()),
+        reconfig::started_voters(&st.voters, self.member_id, &self.replication().await)
     }
 }
 
 #[async_trait]
-impl ClusterApi for EtcdServer {
+impl ClusterApi for Member {
     async fn member_list(&self, req: MemberListRequest) -> Result<MemberListResponse, EtcdError> {
         if req.linearizable {
             self.linearizable_barrier().await?;
         }
         Ok(MemberListResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members: self.members.list(),
         })
     }
 
     async fn member_add(&self, req: MemberAddRequest) -> Result<MemberAddResponse, EtcdError> {
-        if !valid_peer_urls(&req.peer_ur_ls) {
+        if !reconfig::valid_peer_urls(&req.peer_ur_ls) {
             return Err(EtcdError::MemberBadUrls);
         }
         let existing = self.members.list();
-        if existing
-            .iter()
-            .any(|m| m.peer_ur_ls.iter().any(|u| req.peer_ur_ls.contains(u)))
-        {
-            return Err(EtcdError::PeerUrlExist);
-        }
+        reconfig::check_peer_urls_free(&existing, &req.peer_ur_ls, None)?;
         if req.is_learner {
-            if existing.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
-                return Err(EtcdError::TooManyLearners);
-            }
+            reconfig::check_learner_add(&existing)?;
         } else {
-            // Strict reconfiguration check: the new voter set must have a quorum of
-            // started members.
-            let voters = existing.iter().filter(|m| !m.is_learner).count();
-            let started = self.started_voters().await;
-            if started < quorum(voters + 1) {
-                return Err(EtcdError::MemberNotEnoughStarted);
-            }
+            reconfig::check_voter_add(&existing, &self.started_voters().await)?;
         }
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -156,7 +103,7 @@ impl ClusterApi for EtcdServer {
         if self.members.get(id).is_some() {
             return Err(EtcdError::MemberExist);
         }
-        let member = Member {
+        let member = pb::Member {
             id,
             name: String::new(),
             peer_ur_ls: req.peer_ur_ls.clone(),
@@ -171,7 +118,7 @@ impl ClusterApi for EtcdServer {
         let members = self.propose_change(kind, &member).await?;
         tracing::info!(member = %format!("{id:x}"), peer_urls = ?member.peer_ur_ls, learner = member.is_learner, "member added");
         Ok(MemberAddResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             member: Some(member),
             members,
         })
@@ -181,25 +128,14 @@ impl ClusterApi for EtcdServer {
         &self,
         req: MemberRemoveRequest,
     ) -> Result<MemberRemoveResponse, EtcdError> {
-        let member = self.members.get(req.id).ok_or(EtcdError::MemberNotFound)?;
-        if !member.is_learner {
-            let voters = self.members.list().iter().filter(|m| !m.is_learner).count();
-            let started = self.started_voters().await;
-            let remaining_started = if self.raft.status().voters.contains(&req.id) {
-                started.saturating_sub(1)
-            } else {
-                started
-            };
-            if voters <= 1 || remaining_started < quorum(voters - 1) {
-                return Err(EtcdError::MemberNotEnoughStarted);
-            }
-        }
+        let member =
+            reconfig::check_remove(&self.members.list(), req.id, &self.started_voters().await)?;
         let members = self
             .propose_change(ConfChangeType::RemoveNode, &member)
             .await?;
         tracing::info!(member = %format!("{:x}", req.id), "member removed");
         Ok(MemberRemoveResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }
@@ -208,21 +144,14 @@ impl ClusterApi for EtcdServer {
         &self,
         req: MemberUpdateRequest,
     ) -> Result<MemberUpdateResponse, EtcdError> {
-        if !valid_peer_urls(&req.peer_ur_ls) {
+        if !reconfig::valid_peer_urls(&req.peer_ur_ls) {
             return Err(EtcdError::MemberBadUrls);
         }
         if self.members.get(req.id).is_none() {
             return Err(EtcdError::MemberNotFound);
         }
-        if self
-            .members
-            .list()
-            .iter()
-            .any(|m| m.id != req.id && m.peer_ur_ls.iter().any(|u| req.peer_ur_ls.contains(u)))
-        {
-            return Err(EtcdError::PeerUrlExist);
-        }
-        let update = Member {
+        reconfig::check_peer_urls_free(&self.members.list(), &req.peer_ur_ls, Some(req.id))?;
+        let update = pb::Member {
             id: req.id,
             peer_ur_ls: req.peer_ur_ls,
             ..Default::default()
@@ -230,7 +159,7 @@ impl ClusterApi for EtcdServer {
         let applied = self.propose(Request::MemberUpdate(update)).await?;
         let members = self.members_response(applied)?;
         Ok(MemberUpdateResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }
@@ -246,31 +175,20 @@ impl ClusterApi for EtcdServer {
                 .member_promote(req)
                 .await
                 .map(|r| r.into_inner())
-                .map_err(|s| match s.message() {
-                    m if m == EtcdError::LearnerNotReady.to_string() => EtcdError::LearnerNotReady,
-                    m if m == EtcdError::MemberNotLearner.to_string() => {
-                        EtcdError::MemberNotLearner
-                    }
-                    m if m == EtcdError::MemberNotFound.to_string() => EtcdError::MemberNotFound,
-                    _ => remote(s),
-                });
+                .map_err(|s| client_error::forwarded(&s, ForwardedCall::Membership));
         }
-        let member = self.members.get(req.id).ok_or(EtcdError::MemberNotFound)?;
-        if !member.is_learner {
-            return Err(EtcdError::MemberNotLearner);
-        }
-        let progress = self.raft.progress().await.unwrap_or_default();
-        let leader_match = progress.get(&self.member_id).copied().unwrap_or(0);
-        let learner_match = progress.get(&req.id).copied().unwrap_or(0);
-        if (learner_match as f64) < (leader_match as f64) * LEARNER_READY_PERCENT {
-            return Err(EtcdError::LearnerNotReady);
-        }
+        let member = reconfig::check_promote(
+            &self.members.list(),
+            req.id,
+            self.member_id,
+            &self.replication().await,
+        )?;
         let members = self
             .propose_change(ConfChangeType::AddNode, &member)
             .await?;
         tracing::info!(member = %format!("{:x}", req.id), "learner promoted");
         Ok(MemberPromoteResponse {
-            header: Some(self.header(self.store.current_revision())),
+            header: self.header_now(),
             members,
         })
     }

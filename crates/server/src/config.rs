@@ -182,24 +182,27 @@ pub fn url_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, Confi
         url: url.to_string(),
         why: why.to_string(),
     };
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
-        return Err(bad("TLS is not supported yet"));
-    } else {
-        return Err(bad("expected a URL of the form http://host:port"));
-    };
-    let hostport = rest.trim_end_matches('/');
-    if hostport.contains('/') {
+    let expected = "expected a URL of the form http://host:port";
+    let uri: http::Uri = url.parse().map_err(|_| bad(expected))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https" | "unixs") => return Err(bad("TLS is not supported yet")),
+        _ => return Err(bad(expected)),
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad("a listen URL has no path"));
     }
-    let addrs: Vec<SocketAddr> = hostport
+    let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
+        return Err(bad(expected));
+    };
+    let addrs: Vec<SocketAddr> = authority
+        .as_str()
         .to_socket_addrs()
         .map_err(|e| bad(&e.to_string()))?
         .collect();
     // Like etcd, `localhost` means the IPv4 loopback only.
     let v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
-    Ok(if hostport.starts_with("localhost") && !v4.is_empty() {
+    Ok(if host == "localhost" && !v4.is_empty() {
         v4
     } else {
         addrs
@@ -209,10 +212,15 @@ pub fn url_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, Confi
 impl Config {
     /// Parses the command line and environment, then the config file if one is named.
     pub fn load() -> Result<Config, ConfigError> {
-        let cfg = Config::parse();
-        match &cfg.config_file {
+        Config::parse().with_config_file()
+    }
+
+    /// The configuration the config file gives, when flags or environment name one
+    /// (`--config-file` replaces every other flag, as in etcd); else this one.
+    pub fn with_config_file(self) -> Result<Config, ConfigError> {
+        match &self.config_file {
             Some(path) => Config::from_file(path),
-            None => Ok(cfg),
+            None => Ok(self),
         }
     }
 
@@ -222,7 +230,7 @@ impl Config {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
-        let mut cfg: Config = serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
+        let mut cfg: Config = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
@@ -479,5 +487,41 @@ mod tests {
     fn tls_urls_are_refused_clearly() {
         let e = url_addrs("listen-client-urls", "https://127.0.0.1:2379").unwrap_err();
         assert!(e.to_string().contains("TLS is not supported yet"));
+    }
+
+    #[test]
+    fn listen_urls_are_http_host_port() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            url_addrs("listen-client-urls", "http://127.0.0.1:2379/").unwrap(),
+            vec![addr("127.0.0.1:2379")]
+        );
+        assert_eq!(
+            url_addrs("listen-peer-urls", "http://[::1]:2380").unwrap(),
+            vec![addr("[::1]:2380")]
+        );
+        assert_eq!(
+            url_addrs("listen-peer-urls", "http://localhost:2380").unwrap(),
+            vec![addr("127.0.0.1:2380")]
+        );
+        for (url, why) in [
+            (
+                "127.0.0.1:2379",
+                "expected a URL of the form http://host:port",
+            ),
+            (
+                "ftp://127.0.0.1:2379",
+                "expected a URL of the form http://host:port",
+            ),
+            ("unixs://sock:1", "TLS is not supported yet"),
+            ("http://127.0.0.1:2379/v3", "a listen URL has no path"),
+        ] {
+            let e = url_addrs("listen-client-urls", url).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid URL {url:?} in --listen-client-urls: {why}")
+            );
+        }
+        assert!(url_addrs("listen-client-urls", "http://127.0.0.1").is_err());
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::watch::{WatchApi, WatchResponses, WatchSession};
+use cairn_grpc_gateway::api::{WatchApi, WatchResponses, WatchSession};
 use cairn_proto::etcdserverpb::{ResponseHeader, WatchRequest};
 use cairn_proto::mvccpb::Event;
 use cairn_raft_node::NodeStatus;

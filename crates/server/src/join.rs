@@ -10,9 +10,11 @@ use cairn_proto::cairnpb::peer_cluster_server::{PeerCluster, PeerClusterServer};
 use cairn_proto::cairnpb::{PeerMembersRequest, PeerMembersResponse};
 use tonic::{Request, Response, Status};
 
+use cairn_proto::etcdserverpb as pb;
+
 use crate::config::{Config, InitialMember};
+use crate::error::ServerError;
 use crate::members::Membership;
-use crate::{Identity, ServerError};
 
 /// How long a joining member keeps asking the running members.
 const JOIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,11 +42,20 @@ async fn fetch(url: &str) -> Result<PeerMembersResponse, String> {
         .map_err(|s| s.message().to_string())
 }
 
+/// What the running members told a joining member.
+pub(crate) struct JoinedCluster {
+    pub(crate) cluster_id: u64,
+    /// The id `member add` gave this member.
+    pub(crate) member_id: u64,
+    /// The cluster's members as they know them.
+    pub(crate) members: Vec<pb::Member>,
+}
+
 /// Asks the members of `--initial-cluster` (other than this one) who this member is.
 pub(crate) async fn existing_cluster(
     cfg: &Config,
     members: &[InitialMember],
-) -> Result<Identity, ServerError> {
+) -> Result<JoinedCluster, ServerError> {
     let mine = cfg.advertise_peer_urls();
     let peers: Vec<String> = members
         .iter()
@@ -75,11 +86,10 @@ pub(crate) async fn existing_cluster(
                         from = %url,
                         "joining an existing cluster"
                     );
-                    return Ok(Identity {
+                    return Ok(JoinedCluster {
                         cluster_id: resp.cluster_id,
                         member_id: me.id,
-                        initial: Vec::new(),
-                        known: resp.members.clone(),
+                        members: resp.members.clone(),
                     });
                 }
                 Err(e) => last_error = format!("{url}: {e}"),

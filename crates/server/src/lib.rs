@@ -1,6 +1,12 @@
-//! The cairn server: joins the parts. It reads etcd's configuration, opens the backend and
-//! the raft log (bootstrapping a new member or restarting from its data dir), runs the
-//! apply loop, and serves clients through [`cairn_grpc_gateway`].
+//! The cairn server: an etcd-compatible member, assembled from the workspace's parts. It
+//! reads etcd's configuration ([`config`]), opens the backend and the raft log
+//! (bootstrapping a new member, joining a running cluster or restarting from its data
+//! dir), applies the committed log to the key space, leases, membership and alarms
+//! ([`apply`]), serves etcd's client API through [`cairn_grpc_gateway`] from a
+//! [`member::Member`] (which answers reads locally and proposes writes through
+//! [`cairn_raft_node`]), and talks to its peers. Errors reach clients with etcd's codes
+//! and messages; metrics carry etcd's names ([`metrics`]). The `cairn` binary is a thin
+//! shell around [`run`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cairn_server::ServerError> {
@@ -12,174 +18,49 @@
 
 pub mod alarms;
 pub mod apply;
+mod bootstrap;
+mod client_error;
 mod cluster;
 pub mod config;
+mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod hooks;
 pub mod ids;
 mod join;
-pub mod lease;
+mod lease;
 mod maintenance;
+pub mod member;
 pub mod members;
-pub mod server;
+pub mod metrics;
+mod quota;
+mod reconfig;
+mod restore;
+mod snapshot_file;
 
-pub use maintenance::restore_snapshot;
+pub use error::ServerError;
+pub use restore::restore_snapshot;
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_grpc_gateway::{grpc::Limits, http, serve};
-use cairn_mvcc_store::{Backend, BackendBatch, KvStore};
-use cairn_raft_node::{NodeConfig, PeerService, PeerTransport, PeerUrls};
+use cairn_grpc_gateway::serve::{self, ClientApis};
+use cairn_grpc_gateway::{grpc::Limits, http};
+use cairn_raft_node::{NodeConfig, PeerService, PeerTransport, RaftHandle};
+use cairn_watch_server::{WatchConfig, WatchHub};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::apply::{Applier, ApplyHooks};
-use crate::config::{Config, ConfigError};
-use crate::server::{EtcdServer, MemberInfo, RequestLimits, ETCD_VERSION};
-
-/// Why the server could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The data directory cannot be used.
-    #[error("data dir {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The backend failed.
-    #[error("backend: {0}")]
-    Backend(#[from] cairn_mvcc_store::MvccError),
-    /// The raft log failed.
-    #[error("raft log: {0}")]
-    Raft(#[from] cairn_raft_node::StorageError),
-    /// A client URL cannot be listened on.
-    #[error("listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Serving clients failed.
-    #[error(transparent)]
-    Serve(#[from] serve::ServeError),
-    /// The raft node stopped on a fatal error.
-    #[error("raft node failed: {0}")]
-    Fatal(String),
-    /// The lease table cannot be rebuilt.
-    #[error("leases: {0}")]
-    Lease(#[from] cairn_lease_manager::LeaseError),
-    /// A snapshot file cannot be read.
-    #[error("snapshot {path}: {source}")]
-    Snapshot {
-        /// The file.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Something this version does not do yet.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-use cairn_mvcc_store::backend::{CF_MEMBERS as MEMBERS_CF, MEMBER_ID_KEY};
-use members::CLUSTER_ID_KEY;
-
-/// Who this member is and, for a member without a log yet, the log's initial members.
-struct Identity {
-    cluster_id: u64,
-    member_id: u64,
-    initial: Vec<cairn_raft_node::InitialMember>,
-    /// The members a joining member learnt of (its log will tell it again).
-    known: Vec<cairn_proto::etcdserverpb::Member>,
-}
-
-fn read_local(backend: &Backend, key: &[u8]) -> Result<Option<u64>, ServerError> {
-    let cf = backend.cf_handle(MEMBERS_CF).ok_or_else(|| {
-        ServerError::Unsupported(format!("backend has no {MEMBERS_CF:?} column family"))
-    })?;
-    let value = backend
-        .db()
-        .get_cf(cf, key)
-        .map_err(|e| ServerError::Backend(cairn_mvcc_store::MvccError::Backend(e)))?;
-    Ok(value
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_be_bytes))
-}
-
-/// Reads this member's ids from its data dir, or works them out for a new member: from
-/// `--initial-cluster` for a new cluster, from the running members for an existing one.
-async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerError> {
-    let stored = (
-        read_local(backend, CLUSTER_ID_KEY)?,
-        read_local(backend, MEMBER_ID_KEY)?,
-    );
-    if let (Some(cluster_id), Some(member_id)) = stored {
-        if cairn_raft_node::LogStore::exists(&cfg.wal_dir()) {
-            tracing::info!(member_id = %format!("{member_id:x}"), "restarting member from its data dir; --initial-cluster flags are ignored");
-            return Ok(Identity {
-                cluster_id,
-                member_id,
-                initial: Vec::new(),
-                known: Vec::new(),
-            });
-        }
-    }
-    let members = cfg.initial_members()?;
-    let token = &cfg.initial_cluster_token;
-    let identity = match cfg.initial_cluster_state.as_str() {
-        "new" => {
-            let ids: Vec<u64> = members
-                .iter()
-                .map(|m| ids::member_id(&m.peer_urls, token))
-                .collect();
-            let initial = members
-                .iter()
-                .zip(&ids)
-                .map(|(m, id)| cairn_raft_node::InitialMember {
-                    id: *id,
-                    context: members::change_context(&cairn_proto::etcdserverpb::Member {
-                        id: *id,
-                        name: m.name.clone(),
-                        peer_ur_ls: m.peer_urls.clone(),
-                        client_ur_ls: Vec::new(),
-                        is_learner: false,
-                    }),
-                })
-                .collect();
-            Identity {
-                cluster_id: ids::cluster_id(&ids),
-                member_id: ids::member_id(&cfg.advertise_peer_urls(), token),
-                initial,
-                known: Vec::new(),
-            }
-        }
-        "existing" => join::existing_cluster(cfg, &members).await?,
-        other => {
-            return Err(ServerError::Config(ConfigError::Invalid(format!(
-                "unexpected --initial-cluster-state {other:?} (want \"new\" or \"existing\")"
-            ))))
-        }
-    };
-    let mut batch = BackendBatch::default();
-    batch.put_cf(
-        MEMBERS_CF,
-        CLUSTER_ID_KEY,
-        identity.cluster_id.to_be_bytes(),
-    );
-    batch.put_cf(MEMBERS_CF, MEMBER_ID_KEY, identity.member_id.to_be_bytes());
-    backend.write(batch)?;
-    backend.sync()?;
-    Ok(identity)
-}
+use crate::apply::{Applied, Applier};
+use crate::bootstrap::LocalState;
+use crate::config::Config;
+use crate::hooks::{MemberHooks, MemberWatch, WatchHeaders};
+use crate::member::{Member, MemberInfo, RequestLimits, ETCD_VERSION};
 
 /// Runs a member until `shutdown` resolves (a clean stop) or a fatal error.
 pub async fn run(
@@ -187,200 +68,54 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let data_dir = cfg.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    crate::metrics::describe();
+    cairn_grpc_gateway::metrics::describe();
     let (tick, election_ticks) = cfg.raft_timing()?;
-    let addrs = cfg.client_listen_addrs()?;
-
-    let backend = Backend::open(cfg.db_dir())?;
-    let store = Arc::new(KvStore::open(backend.clone())?);
-    let Identity {
-        cluster_id,
-        member_id,
-        initial,
-        known,
-    } = identity(&cfg, &backend).await?;
-    let peer_urls = PeerUrls::default();
-    for m in known.iter().filter(|m| m.id != member_id) {
-        peer_urls.set(m.id, m.peer_ur_ls.clone());
-    }
-    let membership = members::Membership::load(&backend, member_id, peer_urls.clone())?;
-    let (removed_tx, mut removed_rx) = tokio::sync::watch::channel(false);
-    let mut peer_listeners = Vec::new();
-    for addr in cfg.peer_listen_addrs()? {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Listen { addr, source })?;
-        peer_listeners.push(listener);
-    }
-    let lessor = Arc::new(cairn_lease_manager::Lessor::new(
-        cairn_lease_manager::min_ttl(election_ticks as u64, tick),
-        Arc::new(cairn_lease_manager::SystemClock),
-    ));
-    lessor.recover(&backend, &store)?;
-    let alarms = Arc::new(alarms::Alarms::load(&backend)?);
-
-    let watch_headers = Arc::new(hooks::WatchHeaders::new(cluster_id, member_id));
-    let watch_config = cairn_watch_server::WatchConfig {
-        max_response_bytes: cfg.max_request_bytes as usize,
-        progress_notify_interval: cfg.watch_progress_notify_interval()?,
-        ..Default::default()
-    };
-    let watch_hub =
-        cairn_watch_server::WatchHub::new(store.clone(), watch_config, watch_headers.clone());
-    let hooks: Arc<dyn ApplyHooks> = Arc::new(hooks::MemberHooks::new(Some(watch_hub.clone())));
-    let mut node_cfg = NodeConfig::new(member_id, cfg.wal_dir());
-    node_cfg.initial_members = initial;
-    node_cfg.wal_metadata = [cluster_id.to_be_bytes(), member_id.to_be_bytes()].concat();
-    node_cfg.tick_interval = tick;
-    node_cfg.election_ticks = election_ticks;
-    node_cfg.snapshot_count = cfg.snapshot_count;
-    node_cfg.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
-    node_cfg.initial_election_tick_advance = cfg.initial_election_tick_advance;
-    let raft = tokio::task::block_in_place(|| {
-        cairn_raft_node::start(
-            node_cfg,
-            Applier::new(store.clone(), hooks.clone())
-                .with_lessor(lessor.clone())
-                .with_members(membership.clone(), removed_tx)
-                .with_alarms(alarms.clone())
-                .with_snapshots(data_dir.join("member").join("snap")),
-            PeerTransport::new(
-                cluster_id,
-                member_id,
-                tokio::runtime::Handle::current(),
-                peer_urls,
-            ),
-        )
-    })?;
-
-    watch_headers.set_status(raft.subscribe_status());
-    watch_hub
-        .start_background()
-        .map_err(|e| ServerError::Fatal(format!("starting the watch catch-up thread: {e}")))?;
-
-    let limits = RequestLimits {
-        max_request_bytes: cfg.max_request_bytes as usize,
-        max_txn_ops: cfg.max_txn_ops as usize,
-        request_timeout: cfg.request_timeout(),
-    };
-    let server = Arc::new(EtcdServer::new(
-        store.clone(),
-        backend.clone(),
+    let client_addrs = cfg.client_listen_addrs()?;
+    let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
+    let local = LocalState::open(&cfg, min_lease_ttl).await?;
+    let peer_listeners = bind(cfg.peer_listen_addrs()?).await?;
+    let watchers = Watchers::new(&cfg, &local)?;
+    let (removed_tx, mut removed_rx) = watch::channel(false);
+    let raft = start_raft(&cfg, &local, &watchers, removed_tx, tick, election_ticks)?;
+    watchers.start(&raft)?;
+    let member = Arc::new(Member::new(
+        local.store.clone(),
+        local.backend.clone(),
         raft.clone(),
-        limits,
-        MemberInfo {
-            cluster_id,
-            member_id,
-            name: cfg.name.clone(),
-            peer_urls: cfg.advertise_peer_urls(),
-            client_urls: cfg.advertise_client_urls(),
-        },
-        membership.clone(),
+        request_limits(&cfg),
+        member_info(&cfg, &local),
+        local.membership.clone(),
     ));
 
-    let versions = http::Versions {
-        server: ETCD_VERSION.into(),
-        cluster: "3.5.0".into(),
-    };
-    let http_router = http::router(server.clone(), metrics, versions);
-    #[cfg(feature = "failpoints")]
-    let http_router = if failpoints::enabled() {
-        tracing::warn!(
-            "fail points can be configured on /debug/failpoints (CAIRN_FAILPOINTS_HTTP=1)"
-        );
-        http_router.merge(failpoints::router())
-    } else {
-        http_router
-    };
-    let frontend = Arc::new(maintenance::Frontend::new(
-        server.clone(),
-        alarms,
-        cfg.quota_backend_bytes(),
-        data_dir.join("member").join("snap"),
-    ));
-    let quota = frontend.quota();
-    let routes = serve::client_routes(
-        frontend,
-        Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let peers = peer_router(&cfg, &local, &raft);
+    serve_on(
+        &mut servers,
+        peer_listeners,
+        peers,
+        &stop_rx,
+        Surface::Peers,
     );
-    let routes = routes.add_service(cairn_grpc_gateway::lease::lease_server(
-        Arc::new(lease::LeaseFrontend::new(server.clone(), lessor.clone()).with_quota(quota)),
-        Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
-    ));
-    let routes = routes.add_service(cairn_grpc_gateway::watch::watch_server(
-        Arc::new(hooks::MemberWatch(watch_hub)),
-        Limits::for_max_request_bytes(cfg.max_request_bytes as usize),
-    ));
-    let router = serve::into_router(routes, http_router);
-    let lease_expiry =
-        lease::spawn_expiry_loop(server.clone(), lessor, tick * election_ticks as u32);
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = tokio::task::JoinSet::new();
-    let peer_router = serve::into_router(
-        tonic::service::Routes::new(
-            PeerService::new(
-                raft.clone(),
-                cluster_id,
-                member_id,
-                data_dir.join("member").join("snap"),
-            )
-            .into_server(),
-        )
-        .add_service(join::ClusterInfo::server(cluster_id, membership.clone())),
-        axum::Router::new(),
+    let clients = client_router(&cfg, &member, &local, watchers.hub, metrics);
+    let client_listeners = bind(client_addrs).await?;
+    serve_on(
+        &mut servers,
+        client_listeners,
+        clients,
+        &stop_rx,
+        Surface::Clients,
     );
-    for listener in peer_listeners {
-        let mut stop = stop_rx.clone();
-        let router = peer_router.clone();
-        let addr = listener.local_addr().ok();
-        servers.spawn(async move {
-            serve::serve_peers(listener, router, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
-        tracing::info!(?addr, "ready to serve peer traffic");
-    }
-    let publisher = tokio::spawn(server::publish_attributes(server.clone()));
-    for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Listen { addr, source })?;
-        let mut stop = stop_rx.clone();
-        let router = router.clone();
-        servers.spawn(async move {
-            serve::serve(listener, router, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
-        tracing::info!(%addr, "ready to serve client requests");
-    }
-
-    let gauges = tokio::spawn({
-        let backend = backend.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                match (backend.size_bytes(), backend.size_in_use_bytes()) {
-                    (Ok(total), Ok(in_use)) => {
-                        metrics::gauge!("etcd_mvcc_db_total_size_in_bytes").set(total as f64);
-                        metrics::gauge!("etcd_mvcc_db_total_size_in_use_in_bytes")
-                            .set(in_use as f64);
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(error = %e, "reading the backend size");
-                    }
-                }
-            }
-        }
-    });
+    let background = [
+        tokio::spawn(member::publish_attributes(member.clone())),
+        lease::spawn_expiry_loop(
+            member.clone(),
+            local.lessor.clone(),
+            tick * election_ticks as u32,
+        ),
+        spawn_size_gauges(&local),
+    ];
 
     let mut status = raft.subscribe_status();
     let outcome = tokio::select! {
@@ -401,25 +136,243 @@ pub async fn run(
             Err(e) => Err(ServerError::Fatal(format!("client listener task: {e}"))),
         },
     };
-    if *removed_rx.borrow() {
-        // A removed member must not keep leading or voting while requests drain: its
-        // raft node stops at once so that the others elect a leader without it.
-        let raft_for_stop = raft.clone();
-        let _ = tokio::task::spawn_blocking(move || raft_for_stop.shutdown()).await;
+    let removed = *removed_rx.borrow();
+    shut_down(&local, &raft, removed, stop_tx, servers, background).await;
+    outcome
+}
+
+/// The watchers of a member: the hub exists before the raft node, so that it sees the
+/// first applied entry; its headers learn the raft term once the node runs.
+struct Watchers {
+    hub: Arc<WatchHub>,
+    headers: Arc<WatchHeaders>,
+}
+
+impl Watchers {
+    fn new(cfg: &Config, local: &LocalState) -> Result<Self, ServerError> {
+        let id = &local.identity;
+        let headers = Arc::new(WatchHeaders::new(id.cluster_id, id.member_id));
+        let config = WatchConfig {
+            max_response_bytes: cfg.max_request_bytes as usize,
+            progress_notify_interval: cfg.watch_progress_notify_interval()?,
+            ..Default::default()
+        };
+        let hub = WatchHub::new(local.store.clone(), config, headers.clone());
+        Ok(Watchers { hub, headers })
     }
-    let _ = stop_tx.send(true);
-    gauges.abort();
-    publisher.abort();
-    lease_expiry.abort();
-    // Bounded: in-flight requests get a moment to finish.
+
+    fn start(&self, raft: &RaftHandle<Applied>) -> Result<(), ServerError> {
+        self.headers.set_status(raft.subscribe_status());
+        self.hub
+            .start_background()
+            .map(drop)
+            .map_err(|e| ServerError::Fatal(format!("starting the watch catch-up thread: {e}")))
+    }
+}
+
+fn snapshot_dir(cfg: &Config) -> PathBuf {
+    cfg.data_dir().join("member").join("snap")
+}
+
+/// Starts the raft node over the member's log, applying to its local state; `removed` is
+/// set when the log removes this member.
+fn start_raft(
+    cfg: &Config,
+    local: &LocalState,
+    watchers: &Watchers,
+    removed: watch::Sender<bool>,
+    tick: Duration,
+    election_ticks: usize,
+) -> Result<RaftHandle<Applied>, ServerError> {
+    let id = &local.identity;
+    let mut node_cfg = NodeConfig::new(id.member_id, cfg.wal_dir());
+    node_cfg.initial_members = id.initial.clone();
+    node_cfg.wal_metadata = [id.cluster_id.to_be_bytes(), id.member_id.to_be_bytes()].concat();
+    node_cfg.tick_interval = tick;
+    node_cfg.election_ticks = election_ticks;
+    node_cfg.snapshot_count = cfg.snapshot_count;
+    node_cfg.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
+    node_cfg.initial_election_tick_advance = cfg.initial_election_tick_advance;
+    let hooks = Arc::new(MemberHooks::new(Some(watchers.hub.clone())));
+    let applier = Applier::new(local.store.clone(), hooks)
+        .with_lessor(local.lessor.clone())
+        .with_members(local.membership.clone(), removed)
+        .with_alarms(local.alarms.clone())
+        .with_snapshots(snapshot_dir(cfg));
+    let transport = PeerTransport::new(
+        id.cluster_id,
+        id.member_id,
+        tokio::runtime::Handle::current(),
+        local.peer_urls.clone(),
+    );
+    let raft =
+        tokio::task::block_in_place(|| cairn_raft_node::start(node_cfg, applier, transport))?;
+    Ok(raft)
+}
+
+fn request_limits(cfg: &Config) -> RequestLimits {
+    RequestLimits {
+        max_request_bytes: cfg.max_request_bytes as usize,
+        max_txn_ops: cfg.max_txn_ops as usize,
+        request_timeout: cfg.request_timeout(),
+    }
+}
+
+fn member_info(cfg: &Config, local: &LocalState) -> MemberInfo {
+    MemberInfo {
+        cluster_id: local.identity.cluster_id,
+        member_id: local.identity.member_id,
+        name: cfg.name.clone(),
+        peer_urls: cfg.advertise_peer_urls(),
+        client_urls: cfg.advertise_client_urls(),
+    }
+}
+
+/// The client port: etcd's gRPC services (writes behind the backend quota) and the HTTP
+/// endpoints.
+fn client_router(
+    cfg: &Config,
+    member: &Arc<Member>,
+    local: &LocalState,
+    watch_hub: Arc<WatchHub>,
+    metrics: Option<PrometheusHandle>,
+) -> axum::Router {
+    let versions = http::Versions {
+        server: ETCD_VERSION.into(),
+        cluster: "3.5.0".into(),
+    };
+    let http_router = http::router(member.clone(), metrics, versions);
+    #[cfg(feature = "failpoints")]
+    let http_router = if failpoints::enabled() {
+        tracing::warn!(
+            "fail points can be configured on /debug/failpoints (CAIRN_FAILPOINTS_HTTP=1)"
+        );
+        http_router.merge(failpoints::router())
+    } else {
+        http_router
+    };
+    let quota = quota::Quota::new(member.clone(), cfg.quota_backend_bytes());
+    let apis = ClientApis {
+        kv: Arc::new(quota::QuotaKv(quota.clone())),
+        watch: Arc::new(MemberWatch(watch_hub)),
+        lease: Arc::new(
+            lease::LeaseService::new(member.clone(), local.lessor.clone()).with_quota(quota),
+        ),
+        cluster: member.clone(),
+        maintenance: Arc::new(maintenance::Maintenance::new(
+            member.clone(),
+            local.alarms.clone(),
+            snapshot_dir(cfg),
+        )),
+    };
+    let limits = Limits::for_max_request_bytes(cfg.max_request_bytes as usize);
+    serve::into_router(serve::client_routes(apis, limits), http_router)
+}
+
+/// The peer port: raft traffic and what joining members ask.
+fn peer_router(cfg: &Config, local: &LocalState, raft: &RaftHandle<Applied>) -> axum::Router {
+    let id = &local.identity;
+    let raft_service =
+        PeerService::new(raft.clone(), id.cluster_id, id.member_id, snapshot_dir(cfg));
+    let routes = tonic::service::Routes::new(raft_service.into_server()).add_service(
+        join::ClusterInfo::server(id.cluster_id, local.membership.clone()),
+    );
+    serve::into_router(routes, axum::Router::new())
+}
+
+async fn bind(addrs: Vec<SocketAddr>) -> Result<Vec<TcpListener>, ServerError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Listen { addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves `router` on every listener until `stop` turns true.
+/// What a listener serves.
+#[derive(Clone, Copy)]
+enum Surface {
+    /// Clients: etcd's gRPC and HTTP, behind the `:authority` fix etcdctl 3.4 needs.
+    Clients,
+    /// Other members: raft traffic only, nothing rewritten.
+    Peers,
+}
+
+fn serve_on(
+    servers: &mut JoinSet<Result<(), serve::ServeError>>,
+    listeners: Vec<TcpListener>,
+    router: axum::Router,
+    stop: &watch::Receiver<bool>,
+    surface: Surface,
+) {
+    for listener in listeners {
+        let mut stop = stop.clone();
+        let router = router.clone();
+        let addr = listener.local_addr().ok();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match surface {
+            Surface::Clients => {
+                servers.spawn(serve::serve(listener, router, stopped));
+                tracing::info!(?addr, "ready to serve client requests");
+            }
+            Surface::Peers => {
+                servers.spawn(serve::serve_peers(listener, router, stopped));
+                tracing::info!(?addr, "ready to serve peer traffic");
+            }
+        }
+    }
+}
+
+/// Keeps the backend size gauges current.
+fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
+    let backend = local.backend.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match (backend.size_bytes(), backend.size_in_use_bytes()) {
+                (Ok(total), Ok(in_use)) => crate::metrics::backend_size(total, in_use),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "reading the backend size");
+                }
+            }
+        }
+    })
+}
+
+/// Stops serving (in-flight requests get a moment), then the raft node, and syncs the
+/// backend. A removed member's raft node stops first, at once, so that the others elect a
+/// leader without it while requests drain.
+async fn shut_down(
+    local: &LocalState,
+    raft: &RaftHandle<Applied>,
+    removed: bool,
+    stop: watch::Sender<bool>,
+    mut servers: JoinSet<Result<(), serve::ServeError>>,
+    background: [JoinHandle<()>; 3],
+) {
+    let stop_raft = || {
+        let raft = raft.clone();
+        tokio::task::spawn_blocking(move || raft.shutdown())
+    };
+    if removed {
+        let _ = stop_raft().await;
+    }
+    let _ = stop.send(true);
+    for task in background {
+        task.abort();
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while servers.join_next().await.is_some() {}
     })
     .await;
-    let raft_for_stop = raft.clone();
-    let _ = tokio::task::spawn_blocking(move || raft_for_stop.shutdown()).await;
-    if let Err(e) = backend.sync() {
+    let _ = stop_raft().await;
+    if let Err(e) = local.backend.sync() {
         tracing::warn!(error = %e, "syncing the backend at shutdown");
     }
-    outcome
 }

@@ -2,7 +2,6 @@
 
 use anyhow::Context as _;
 use cairn_server::config::Config;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: under load glibc's allocator took about 14% of the
@@ -24,11 +23,6 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-/// etcd's buckets for disk latency histograms: 1 ms doubling to about 8 s.
-fn disk_buckets() -> Vec<f64> {
-    (0..14).map(|i| 0.001 * 2f64.powi(i)).collect()
-}
-
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -44,12 +38,29 @@ async fn stop_signal() {
     }
 }
 
-/// `cairn snapshot restore`: etcdutl's command of that name.
+/// The `cairn` command line: a member started with etcd's flags, or a subcommand.
 #[derive(Debug, clap::Parser)]
-#[command(name = "cairn snapshot", about = "Manages cairn snapshots")]
-struct SnapshotCommand {
+#[command(
+    name = "cairn",
+    version,
+    about = "cairn: a distributed, reliable key-value store that speaks etcd's protocols",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
     #[command(subcommand)]
-    action: SnapshotAction,
+    command: Option<Command>,
+    /// etcd's flags, for running a member.
+    #[command(flatten)]
+    member: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manages snapshots (etcdutl's `snapshot` commands).
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -77,18 +88,15 @@ enum SnapshotAction {
     },
 }
 
-fn snapshot_command() -> anyhow::Result<()> {
-    let SnapshotCommand {
-        action:
-            SnapshotAction::Restore {
-                file,
-                data_dir,
-                name,
-                initial_cluster,
-                initial_cluster_token,
-                initial_advertise_peer_urls,
-            },
-    } = <SnapshotCommand as clap::Parser>::parse_from(std::env::args().skip(1));
+fn snapshot_command(action: SnapshotAction) -> anyhow::Result<()> {
+    let SnapshotAction::Restore {
+        file,
+        data_dir,
+        name,
+        initial_cluster,
+        initial_cluster_token,
+        initial_advertise_peer_urls,
+    } = action;
     let cfg = Config {
         name,
         data_dir,
@@ -113,24 +121,19 @@ fn snapshot_command() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("snapshot") {
-        return snapshot_command();
+    let cli = <Cli as clap::Parser>::parse();
+    if let Some(Command::Snapshot { action }) = cli.command {
+        return snapshot_command(action);
     }
     // Fault tests configure crash windows and disk errors through FAILPOINTS.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let cfg = Config::load().context("reading the configuration")?;
+    let cfg = cli
+        .member
+        .with_config_file()
+        .context("reading the configuration")?;
     init_logging(&cfg);
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("etcd_disk_wal_fsync_duration_seconds".into()),
-            &disk_buckets(),
-        )
-        .context("metric buckets")?
-        .set_buckets_for_metric(
-            Matcher::Full("etcd_debugging_lease_ttl_total".into()),
-            &cairn_server::lease::ttl_buckets(),
-        )
+    let metrics = cairn_server::metrics::prometheus_builder()
         .context("metric buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -143,4 +146,70 @@ fn main() -> anyhow::Result<()> {
         .context("cairn stopped")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory as _, Parser as _};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn without_a_subcommand_the_flags_are_etcds() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "--name",
+            "n1",
+            "--listen-client-urls",
+            "http://127.0.0.1:3379",
+            "--initial-election-tick-advance=false",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.member.name, "n1");
+        assert_eq!(cli.member.listen_client_urls, "http://127.0.0.1:3379");
+        assert!(!cli.member.initial_election_tick_advance);
+        assert_eq!(cli.member.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn snapshot_restore_takes_its_own_flags() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "snapshot",
+            "restore",
+            "backup.db",
+            "--data-dir",
+            "/tmp/d",
+            "--name",
+            "m2",
+        ])
+        .unwrap();
+        let Some(Command::Snapshot {
+            action:
+                SnapshotAction::Restore {
+                    file,
+                    data_dir,
+                    name,
+                    initial_cluster_token,
+                    ..
+                },
+        }) = cli.command
+        else {
+            panic!("not a restore: {cli:?}")
+        };
+        assert_eq!(file, std::path::PathBuf::from("backup.db"));
+        assert_eq!(data_dir, Some(std::path::PathBuf::from("/tmp/d")));
+        assert_eq!(
+            (name.as_str(), initial_cluster_token.as_str()),
+            ("m2", "etcd-cluster")
+        );
+        // Member flags do not mix with a subcommand.
+        assert!(Cli::try_parse_from(["cairn", "--name", "a", "snapshot", "restore", "f"]).is_err());
+        assert!(Cli::try_parse_from(["cairn", "snapshot", "frobnicate"]).is_err());
+    }
 }

@@ -9,7 +9,7 @@ use cairn_mvcc_store::backend::CF_MEMBERS;
 use cairn_mvcc_store::{Backend, BackendBatch, MvccError};
 use cairn_proto::cairnpb::MemberChange;
 use cairn_proto::etcdserverpb::Member;
-use cairn_raft_node::eraftpb::{ConfChangeType, ConfChangeV2};
+use cairn_raft_node::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use cairn_raft_node::PeerUrls;
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -173,4 +173,15 @@ pub fn change_context(member: &Member) -> Vec<u8> {
         member: Some(member.clone()),
     }
     .encode_to_vec()
+}
+
+/// The raft membership change of `kind` for `member`, naming it in its context.
+pub fn change(kind: ConfChangeType, member: &Member) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(kind);
+    single.node_id = member.id;
+    let mut cc = ConfChangeV2::default();
+    cc.mut_changes().push(single);
+    cc.context = change_context(member).into();
+    cc
 }

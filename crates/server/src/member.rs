@@ -1,5 +1,7 @@
-//! The member's request handling: reads served from the local store (after a ReadIndex
-//! barrier when linearizable), writes proposed through raft and answered once applied.
+//! A member's request handling ([`Member`]): reads served from the local store (after a
+//! ReadIndex barrier when linearizable), writes proposed through raft and answered once
+//! applied, and the `/health` check. The KV service is served from here (behind the
+//! backend quota); the other services build on it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +12,15 @@ use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
+    self as pb, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use cairn_raft_node::{RaftError, RaftHandle, Role};
+use cairn_raft_node::{RaftHandle, Role};
 use prost::Message as _;
 use tonic::transport::Channel;
 
-use crate::apply::{client_error, Applied};
+use crate::apply::Applied;
+use crate::client_error;
 use crate::members::Membership;
 
 /// The version of etcd's API that cairn reports.
@@ -50,7 +53,7 @@ pub struct MemberInfo {
 }
 
 /// One member's request handling.
-pub struct EtcdServer {
+pub struct Member {
     pub(crate) info: MemberInfo,
     pub(crate) members: Arc<Membership>,
     pub(crate) store: Arc<KvStore>,
@@ -62,16 +65,7 @@ pub struct EtcdServer {
     leader_channel: parking_lot::Mutex<Option<(u64, Channel)>>,
 }
 
-fn raft_error(e: RaftError, has_leader: bool) -> EtcdError {
-    match e {
-        RaftError::ProposalDropped(_) if !has_leader => EtcdError::NoLeader,
-        RaftError::ProposalDropped(_) => EtcdError::LeaderChanged,
-        RaftError::TooManyRequests => EtcdError::TooManyRequests,
-        RaftError::Stopped | RaftError::Fatal(_) => EtcdError::Stopped,
-    }
-}
-
-impl EtcdServer {
+impl Member {
     /// Request handling over a running raft node and its store.
     pub fn new(
         store: Arc<KvStore>,
@@ -81,7 +75,7 @@ impl EtcdServer {
         info: MemberInfo,
         members: Arc<Membership>,
     ) -> Self {
-        EtcdServer {
+        Member {
             cluster_id: info.cluster_id,
             member_id: info.member_id,
             info,
@@ -141,6 +135,11 @@ impl EtcdServer {
         Ok(channel)
     }
 
+    /// A response header at the store's current revision.
+    pub(crate) fn header_now(&self) -> Option<ResponseHeader> {
+        Some(self.header(self.store.current_revision()))
+    }
+
     pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
@@ -181,7 +180,7 @@ impl EtcdServer {
         match tokio::time::timeout(self.limits.request_timeout, self.raft.propose(data)).await {
             Ok(Ok(Applied::Failed(e))) => Err(e),
             Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -194,7 +193,7 @@ impl EtcdServer {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(raft_error(e, self.raft.status().leader_id != 0)),
+            Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),
             Err(_) => Err(EtcdError::Timeout),
         }
     }
@@ -234,19 +233,22 @@ applied_response!(
 );
 
 #[async_trait]
-impl KvApi for EtcdServer {
+impl KvApi for Member {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
-        mvcc::validate_range(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_range(&req).map_err(|e| client_error::store(&e))?;
         if !req.serializable {
             self.linearizable_barrier().await?;
         }
-        let mut resp = self.store.range(&req).map_err(|e| client_error(&e))?;
+        let mut resp = self
+            .store
+            .range(&req)
+            .map_err(|e| client_error::store(&e))?;
         self.fill(&mut resp.header);
         Ok(resp)
     }
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
-        mvcc::validate_put(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_put(&req).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::Put(req)).await
     }
 
@@ -254,12 +256,12 @@ impl KvApi for EtcdServer {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, EtcdError> {
-        mvcc::validate_delete_range(&req).map_err(|e| client_error(&e))?;
+        mvcc::validate_delete_range(&req).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::DeleteRange(req)).await
     }
 
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, EtcdError> {
-        mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error(&e))?;
+        mvcc::validate_txn(&req, self.limits.max_txn_ops).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::Txn(req)).await
     }
 
@@ -269,7 +271,7 @@ impl KvApi for EtcdServer {
 }
 
 #[async_trait]
-impl HealthApi for EtcdServer {
+impl HealthApi for Member {
     async fn health(&self) -> Health {
         let st = self.raft.status();
         if st.stopped {
@@ -299,20 +301,20 @@ impl HealthApi for EtcdServer {
 
 /// Publishes this member's name and client URLs through raft (etcd does it at every start)
 /// until it is applied; retried while there is no leader.
-pub async fn publish_attributes(server: Arc<EtcdServer>) {
-    let attrs = Member {
-        id: server.member_id,
-        name: server.info.name.clone(),
+pub async fn publish_attributes(member: Arc<Member>) {
+    let attrs = pb::Member {
+        id: member.member_id,
+        name: member.info.name.clone(),
         peer_ur_ls: Vec::new(),
-        client_ur_ls: server.info.client_urls.clone(),
+        client_ur_ls: member.info.client_urls.clone(),
         is_learner: false,
     };
-    let mut status = server.raft.subscribe_status();
+    let mut status = member.raft.subscribe_status();
     loop {
         if status.wait_for(|s| s.leader_id != 0).await.is_err() {
             return;
         }
-        match server
+        match member
             .propose(Request::MemberAttributes(attrs.clone()))
             .await
         {
