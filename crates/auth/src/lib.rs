@@ -91,3 +91,6 @@ pub use record::{AuthWrite, RecordError};
 pub use service::{Auth, AuthRequest, AuthResponse, AuthenticateEntry, PreparedAuthenticate};
 pub use store::{Applied, AuthInfo, AuthStore, ROOT_ROLE, ROOT_USER};
 pub use token::{TokenConfigError, TokenOptions, TokenProvider};
+
+#[cfg(test)]
+mod tests;
