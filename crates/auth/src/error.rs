@@ -123,6 +123,12 @@ impl AuthError {
     }
 }
 
+impl From<AuthError> for tonic::Status {
+    fn from(err: AuthError) -> Self {
+        tonic::Status::new(err.code(), err.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +163,8 @@ mod tests {
         for (err, code, message) in table {
             assert_eq!(err.code(), *code, "{err:?}");
             assert_eq!(err.to_string(), *message, "{err:?}");
+            let status = tonic::Status::from(err.clone());
+            assert_eq!((status.code(), status.message()), (*code, *message));
         }
     }
 }

@@ -88,7 +88,9 @@ pub use error::AuthError;
 pub use password::{hash_change_password, hash_user_add, DEFAULT_BCRYPT_COST};
 pub use permission::Access;
 pub use record::{AuthWrite, RecordError};
-pub use service::{Auth, AuthRequest, AuthResponse, AuthenticateEntry, PreparedAuthenticate};
+pub use service::{
+    token_from_metadata, Auth, AuthRequest, AuthResponse, AuthenticateEntry, PreparedAuthenticate,
+};
 pub use store::{Applied, AuthInfo, AuthStore, ROOT_ROLE, ROOT_USER};
 pub use token::{TokenConfigError, TokenOptions, TokenProvider};
 

@@ -169,6 +169,20 @@ pub struct Auth {
     tokens: TokenProvider,
 }
 
+/// The metadata keys a token is read from, in order: `token` (etcd's clients) and
+/// `authorization` (the JSON gateway's), as etcd's `rpctypes.TokenFieldName*`.
+pub const TOKEN_METADATA_KEYS: [&str; 2] = ["token", "authorization"];
+
+/// The token a gRPC request carries (the first value of the first key of
+/// [`TOKEN_METADATA_KEYS`] present). A value that is not text is returned empty, so
+/// that it is refused as an invalid token rather than ignored.
+pub fn token_from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    TOKEN_METADATA_KEYS
+        .iter()
+        .find_map(|key| metadata.get(*key))
+        .map(|value| value.to_str().unwrap_or_default())
+}
+
 /// A token as clients send it: etcd accepts an `Authorization`-style `Bearer ` prefix.
 fn bare_token(token: &str) -> &str {
     token.strip_prefix("Bearer ").unwrap_or(token)

@@ -1101,3 +1101,17 @@ fn the_token_wins_over_the_certificate() {
         Some(who("bob", rev))
     );
 }
+
+#[test]
+fn tokens_are_read_from_etcds_metadata_keys() {
+    use tonic::metadata::{MetadataMap, MetadataValue};
+    let mut md = MetadataMap::new();
+    assert_eq!(token_from_metadata(&md), None);
+    md.insert("authorization", MetadataValue::from_static("Bearer abc.1"));
+    assert_eq!(token_from_metadata(&md), Some("Bearer abc.1"));
+    md.insert("token", MetadataValue::from_static("xyz.2"));
+    assert_eq!(token_from_metadata(&md), Some("xyz.2"), "token comes first");
+    let mut md = MetadataMap::new();
+    md.insert("token", MetadataValue::try_from(&b"\xffbad"[..]).unwrap());
+    assert_eq!(token_from_metadata(&md), Some(""));
+}
