@@ -204,12 +204,9 @@ impl Lessor {
     /// Rebuilds the table from the `lease` column family and attaches every key of
     /// `store` that names a lease. Leases come back without expiry until [`Lessor::promote`].
     pub fn recover(&self, backend: &Backend, store: &KvStore) -> Result<(), LeaseError> {
-        let cf = backend
-            .cf_handle(CF_LEASE)
-            .ok_or_else(|| MvccError::UnknownColumnFamily(CF_LEASE.into()))?;
         let mut leases = HashMap::new();
-        for item in backend.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (_, value) = item.map_err(MvccError::Backend)?;
+        for item in backend.scan(CF_LEASE)? {
+            let (_, value) = item?;
             let record = LeaseGrantRequest::decode(value.as_ref())
                 .map_err(|e| LeaseError::Corrupt(e.to_string()))?;
             leases.insert(

@@ -37,9 +37,10 @@ pub enum MvccError {
     /// gRPC `InvalidArgument`.
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
-    /// RocksDB failed; the in-memory state is unchanged. gRPC `Internal`.
+    /// RocksDB failed (its message); the in-memory state is unchanged. gRPC
+    /// `Internal`.
     #[error("mvcc: backend: {0}")]
-    Backend(#[from] rocksdb::Error),
+    Backend(String),
     /// A batch named a column family the backend does not have (a bug in
     /// the caller). gRPC `Internal`.
     #[error("mvcc: unknown column family {0:?}")]
@@ -62,6 +63,12 @@ pub enum MvccError {
 }
 
 impl MvccError {
+    /// An [`MvccError::Backend`] from RocksDB's error; RocksDB's types stay
+    /// out of the crate's interface.
+    pub(crate) fn backend(err: rocksdb::Error) -> MvccError {
+        MvccError::Backend(err.into_string())
+    }
+
     /// An [`MvccError::Io`] naming what was being done to which path.
     pub(crate) fn io(what: &str, path: &std::path::Path, err: std::io::Error) -> MvccError {
         MvccError::Io(format!("{what} {}: {err}", path.display()))

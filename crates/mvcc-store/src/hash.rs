@@ -77,7 +77,7 @@ impl Backend {
                 }
                 it.next();
             }
-            it.status()?;
+            it.status().map_err(MvccError::backend)?;
         }
         Ok(hasher.finalize())
     }
@@ -104,7 +104,7 @@ pub(crate) fn key_history(
         hash_field(&mut hasher, value);
         it.next();
     }
-    it.status()?;
+    it.status().map_err(MvccError::backend)?;
     Ok(hasher.finalize())
 }
 

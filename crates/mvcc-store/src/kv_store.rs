@@ -95,7 +95,7 @@ impl StoredMeta {
     /// Reads it from `db`'s `meta` column family.
     fn read_db(db: &DB) -> Result<StoredMeta, MvccError> {
         let cf = db_cf(db, CF_META)?;
-        StoredMeta::read(|key| Ok(db.get_cf(cf, key)?))
+        StoredMeta::read(|key| db.get_cf(cf, key).map_err(MvccError::backend))
     }
 }
 
@@ -152,7 +152,7 @@ fn scan_key_index(db: &DB) -> Result<(TreeIndex, i64), MvccError> {
         last_main = rev.main;
         it.next();
     }
-    it.status()?;
+    it.status().map_err(MvccError::backend)?;
     Ok((tree, last_main))
 }
 
@@ -471,7 +471,7 @@ impl KvStore {
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(MvccError::backend)?;
         drop(it);
 
         if !first_of_key.is_empty() {
@@ -568,7 +568,9 @@ impl KvStore {
         let checkpoint_meta = db_cf(&checkpoint, CF_META)?;
         let meta = StoredMeta::read(|key| match extra.last_write(CF_META, key) {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
-            None => Ok(checkpoint.get_cf(checkpoint_meta, key)?),
+            None => checkpoint
+                .get_cf(checkpoint_meta, key)
+                .map_err(MvccError::backend),
         })?;
 
         let state = self.state.upgradable_read();
@@ -585,7 +587,7 @@ impl KvStore {
                 end.push(0);
                 batch.delete_range_cf(live, Vec::new(), end);
             }
-            it.status()?;
+            it.status().map_err(MvccError::backend)?;
             drop(it);
             let mut it = checkpoint.raw_iterator_cf(db_cf(&checkpoint, name)?);
             it.seek_to_first();
@@ -596,11 +598,11 @@ impl KvStore {
                 }
                 it.next();
             }
-            it.status()?;
+            it.status().map_err(MvccError::backend)?;
         }
         for (name, key) in MEMBER_LOCAL_KEYS {
             let cf = self.backend.cf(name)?;
-            if let Some(value) = db.get_cf(cf, key)? {
+            if let Some(value) = db.get_cf(cf, key).map_err(MvccError::backend)? {
                 batch.put_cf(cf, key, value);
             }
         }
@@ -610,7 +612,7 @@ impl KvStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         let mut state = RwLockUpgradableReadGuard::upgrade(state);
-        db.write_opt(batch, &options)?;
+        db.write_opt(batch, &options).map_err(MvccError::backend)?;
         let Loaded {
             state: loaded,
             applied_index,
@@ -719,7 +721,7 @@ impl KvStore {
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(MvccError::backend)?;
         batch.put_cf(
             self.backend.cf(CF_META)?,
             META_FINISHED_COMPACT,
@@ -755,7 +757,7 @@ impl Change {
 /// families.
 fn open_checkpoint(dir: &Path) -> Result<DB, MvccError> {
     let options = Options::default();
-    let families = DB::list_cf(&options, dir)?;
+    let families = DB::list_cf(&options, dir).map_err(MvccError::backend)?;
     let known: Vec<&str> = std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES).collect();
     if let Some(unknown) = families.iter().find(|f| !known.contains(&f.as_str())) {
         return Err(MvccError::Restore(format!(
@@ -769,7 +771,7 @@ fn open_checkpoint(dir: &Path) -> Result<DB, MvccError> {
             dir.display()
         )));
     }
-    Ok(DB::open_cf_for_read_only(&options, dir, known, false)?)
+    DB::open_cf_for_read_only(&options, dir, known, false).map_err(MvccError::backend)
 }
 
 /// Whether `key` of column family `cf` is one of [`MEMBER_LOCAL_KEYS`].
@@ -817,7 +819,7 @@ pub(crate) fn load_kvs(
         .batched_multi_get_cf_opt(backend.cf(CF_KEY)?, &keys, false, &options)
         .into_iter()
         .zip(revs)
-        .map(|(found, rev)| match found? {
+        .map(|(found, rev)| match found.map_err(MvccError::backend)? {
             Some(raw) => decode_kv(&raw),
             None => Err(MvccError::Corrupt(format!(
                 "revision {rev} is indexed but not stored"

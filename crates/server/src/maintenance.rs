@@ -496,27 +496,16 @@ pub fn restore_snapshot(file: &Path, data_dir: &Path) -> Result<(), ServerError>
     let db_dir = member_dir.join("db");
     let backend = Backend::open(&db_dir)?;
     let mut batch = BackendBatch::new();
-    let cf = |name: &str| {
-        backend
-            .cf_handle(name)
-            .ok_or_else(|| ServerError::Unsupported(format!("snapshot has no {name:?} family")))
-    };
-    for item in backend
-        .db()
-        .iterator_cf(cf(CF_MEMBERS)?, rocksdb::IteratorMode::Start)
-    {
-        let (key, _) = item.map_err(MvccError::from)?;
+    for item in backend.scan(CF_MEMBERS)? {
+        let (key, _) = item?;
         if MEMBERS_DROPPED_PREFIXES.iter().any(|p| key.starts_with(p))
             || MEMBERS_DROPPED_KEYS.contains(&&*key)
         {
             batch.delete_cf(CF_MEMBERS, key);
         }
     }
-    for item in backend
-        .db()
-        .iterator_cf(cf(CF_ALARM)?, rocksdb::IteratorMode::Start)
-    {
-        let (key, _) = item.map_err(MvccError::from)?;
+    for item in backend.scan(CF_ALARM)? {
+        let (key, _) = item?;
         batch.delete_cf(CF_ALARM, key);
     }
     batch.put_cf(CF_META, META_APPLIED_INDEX, 0u64.to_be_bytes());

@@ -45,10 +45,10 @@ fn older_store() -> (tempfile::TempDir, KvStore) {
 }
 
 fn cf_entries(store: &KvStore, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let backend = store.backend();
-    backend
-        .db()
-        .iterator_cf(backend.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start)
+    store
+        .backend()
+        .scan(cf)
+        .unwrap()
         .map(|item| {
             let (k, v) = item.unwrap();
             (k.to_vec(), v.to_vec())
