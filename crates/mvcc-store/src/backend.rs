@@ -354,15 +354,23 @@ pub struct BackendBatch {
     ops: Vec<BatchOp>,
 }
 
+/// One write of a [`BackendBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum BatchOp {
+pub enum BatchOp {
+    /// Sets `key` to `value` in column family `cf`.
     Put {
+        /// The column family.
         cf: String,
+        /// The key.
         key: Vec<u8>,
+        /// The value.
         value: Vec<u8>,
     },
+    /// Removes `key` from column family `cf`.
     Delete {
+        /// The column family.
         cf: String,
+        /// The key.
         key: Vec<u8>,
     },
 }
@@ -414,6 +422,12 @@ impl BackendBatch {
             } if op_cf == cf && op_key == key => Some(None),
             _ => None,
         })
+    }
+
+    /// The operations, in the order they run; lets an in-memory stand-in for
+    /// the backend (in another crate's tests, say) apply a batch.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
     }
 
     /// Number of operations.

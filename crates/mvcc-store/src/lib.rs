@@ -75,7 +75,7 @@ pub mod snapshot;
 mod txn;
 pub mod validate;
 
-pub use backend::{Backend, BackendBatch};
+pub use backend::{Backend, BackendBatch, BatchOp};
 pub use error::MvccError;
 pub use hash::HashKv;
 pub use key_range::KeyRange;

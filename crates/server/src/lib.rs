@@ -214,7 +214,7 @@ pub async fn run(
         cairn_lease_manager::min_ttl(election_ticks as u64, tick),
         Arc::new(cairn_lease_manager::SystemClock),
     ));
-    lessor.recover(&backend, &store)?;
+    lessor.recover(store.as_ref())?;
     let alarms = Arc::new(alarms::Alarms::load(&backend)?);
 
     let watch_headers = Arc::new(hooks::WatchHeaders::new(cluster_id, member_id));

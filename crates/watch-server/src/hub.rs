@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_mvcc_store::{KeyRange, KvStore, MvccError};
+use cairn_mvcc_store::KeyRange;
 use cairn_proto::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, ResponseHeader,
     WatchCreateRequest, WatchRequest, WatchResponse,
@@ -16,6 +16,7 @@ use cairn_proto::mvccpb::Event;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc;
 
+use crate::history::{EventSource, HistoryError};
 use crate::response::{
     batches, event_revision, fragment, EventShape, DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE,
 };
@@ -220,7 +221,7 @@ impl Wake {
 
 /// Every watcher of a member. See the crate documentation.
 pub struct WatchHub {
-    store: Arc<KvStore>,
+    store: Arc<dyn EventSource>,
     config: WatchConfig,
     header: Arc<dyn HeaderSource>,
     inner: Mutex<Inner>,
@@ -246,10 +247,10 @@ impl Drop for WatchHub {
 }
 
 impl WatchHub {
-    /// A hub over `store`, synced with its current revision: create it before the apply
-    /// loop applies anything new.
+    /// A hub over `store`'s history, synced with its current revision: create it before
+    /// the apply loop applies anything new.
     pub fn new(
-        store: Arc<KvStore>,
+        store: Arc<dyn EventSource>,
         config: WatchConfig,
         header: Arc<dyn HeaderSource>,
     ) -> Arc<WatchHub> {
@@ -453,7 +454,7 @@ impl WatchHub {
                 _ => continue,
             }
             match read {
-                Err(MvccError::Compacted) => self.cancel_compacted(&mut inner, wk),
+                Err(HistoryError::Compacted) => self.cancel_compacted(&mut inner, wk),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading history for a watcher; retrying");
                 }

@@ -4,9 +4,9 @@
 //! [`WatchHub::notify`] with the events of each applied revision; watchers that are
 //! *synced* (caught up with the store) get them at once, without blocking, through their
 //! stream's bounded buffer. A watcher whose buffer is full, or that was created at a
-//! revision in the past, is *unsynced*: it catches up from the store's history
-//! ([`cairn_mvcc_store::KvStore::events_between`]) in bounded chunks, then rejoins the
-//! synced group. A watcher that falls behind the last compaction is cancelled with
+//! revision in the past, is *unsynced*: it catches up from the store's history (an
+//! [`EventSource`], which [`cairn_mvcc_store::KvStore`] implements) in bounded chunks, then
+//! rejoins the synced group. A watcher that falls behind the last compaction is cancelled with
 //! `compact_revision` set.
 //!
 //! Clients talk to the hub through a [`WatchStream`] (one per gRPC stream): create,
@@ -48,11 +48,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod history;
 mod hub;
 mod response;
 
+pub use history::{EventSource, HistoryError};
 pub use hub::{HeaderSource, WatchConfig, WatchHub, WatchReceiver, WatchStream};
 pub use response::{fragment, DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE};
 
+#[cfg(test)]
+mod memory_tests;
 #[cfg(test)]
 mod tests;
