@@ -168,9 +168,7 @@ impl Backend {
 
     /// The handle of a column family, or [`MvccError::UnknownColumnFamily`].
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, MvccError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
+        column_family(&self.db, name)
     }
 
     /// Commits `batch` atomically, without syncing.
@@ -289,6 +287,13 @@ impl Backend {
         }
         Ok(sum)
     }
+}
+
+/// The handle of column family `name` of any database (the live one or a
+/// checkpoint opened read-only), or [`MvccError::UnknownColumnFamily`].
+pub(crate) fn column_family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, MvccError> {
+    db.cf_handle(name)
+        .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
 }
 
 /// The entries of one column family in key order, from [`Backend::scan`] or

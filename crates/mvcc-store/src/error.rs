@@ -1,4 +1,5 @@
-//! The one error type of the store.
+//! The store's errors: [`MvccError`], and [`ArchiveError`] for snapshot
+//! archives (see [`crate::snapshot`]).
 
 /// Everything that can go wrong in the store.
 ///
@@ -55,7 +56,7 @@ pub enum MvccError {
     /// A snapshot archive was rejected; nothing was written. gRPC
     /// `InvalidArgument` when it came from a client, `Internal` otherwise.
     #[error("mvcc: snapshot archive: {0}")]
-    Archive(#[from] crate::snapshot::ArchiveError),
+    Archive(#[from] ArchiveError),
     /// A restore was asked for something it cannot do (the message says what);
     /// nothing changed. gRPC `Internal` (a bug in the caller).
     #[error("mvcc: restore: {0}")]
@@ -73,4 +74,40 @@ impl MvccError {
     pub(crate) fn io(what: &str, path: &std::path::Path, err: std::io::Error) -> MvccError {
         MvccError::Io(format!("{what} {}: {err}", path.display()))
     }
+}
+
+/// Why an archive was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    /// The stream does not start with [`MAGIC`](crate::snapshot::MAGIC): not a
+    /// cairn snapshot.
+    #[error("not a cairn snapshot (bad magic)")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u32),
+    /// The stream ended before the checksum.
+    #[error("truncated")]
+    Truncated,
+    /// A byte where a file or the end was expected.
+    #[error("unexpected tag {0}")]
+    BadTag(u8),
+    /// A file name that is empty, too long, not UTF-8, absolute, or leaves
+    /// the directory.
+    #[error("bad file name {0:?}")]
+    BadName(String),
+    /// The same file twice.
+    #[error("duplicate file {0:?}")]
+    DuplicateName(String),
+    /// The checksum does not match the content.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// The checksum the archive ends with.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+    /// Bytes after the checksum.
+    #[error("data after the checksum")]
+    TrailingData,
 }

@@ -11,7 +11,7 @@ use rocksdb::{ReadOptions, Snapshot};
 
 use crate::backend::{Backend, CF_KEY, CF_MEMBERS, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS};
 use crate::error::MvccError;
-use crate::kv_store::META_APPLIED_INDEX;
+use crate::meta::META_APPLIED_INDEX;
 use crate::revision::Revision;
 
 /// Keys [`Backend::hash`] skips besides [`MEMBER_LOCAL_KEYS`]: the applied

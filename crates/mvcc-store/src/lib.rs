@@ -51,27 +51,22 @@
 //! ```
 #![deny(missing_docs)]
 
-/// A crash window for fault tests: with the `failpoints` feature, the fail point `$name`
-/// configured to `return` aborts the process there, as a power cut would.
-macro_rules! crash_point {
-    ($name:literal) => {
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, |_| {
-            eprintln!("fail point {} reached: aborting", $name);
-            std::process::abort()
-        });
-    };
-}
+#[macro_use]
+mod failpoint;
 
 pub mod backend;
+mod compaction;
 pub mod error;
 pub mod hash;
 mod key_index;
 pub mod key_range;
 pub mod kv_store;
+pub mod meta;
 mod range;
+mod restore;
 pub mod revision;
 pub mod snapshot;
+mod stored;
 mod txn;
 pub mod validate;
 

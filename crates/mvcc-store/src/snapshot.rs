@@ -52,6 +52,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
+pub use crate::error::ArchiveError;
 use crate::error::MvccError;
 
 /// The first bytes of every archive.
@@ -68,41 +69,6 @@ const TAG_FILE: u8 = 1;
 const FIXED_LEN: u64 = 8 + 4 + 1 + 4;
 /// Bytes of a file's header besides its name: tag, name length, file length.
 const FILE_HEADER_LEN: u64 = 1 + 4 + 8;
-
-/// Why an archive was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArchiveError {
-    /// The stream does not start with [`MAGIC`]: not a cairn snapshot.
-    #[error("not a cairn snapshot (bad magic)")]
-    BadMagic,
-    /// A format version this build does not read.
-    #[error("unsupported version {0}")]
-    UnsupportedVersion(u32),
-    /// The stream ended before the checksum.
-    #[error("truncated")]
-    Truncated,
-    /// A byte where a file or the end was expected.
-    #[error("unexpected tag {0}")]
-    BadTag(u8),
-    /// A file name that is empty, too long, not UTF-8, absolute, or leaves
-    /// the directory.
-    #[error("bad file name {0:?}")]
-    BadName(String),
-    /// The same file twice.
-    #[error("duplicate file {0:?}")]
-    DuplicateName(String),
-    /// The checksum does not match the content.
-    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    ChecksumMismatch {
-        /// The checksum the archive ends with.
-        stored: u32,
-        /// The checksum of the bytes received.
-        computed: u32,
-    },
-    /// Bytes after the checksum.
-    #[error("data after the checksum")]
-    TrailingData,
-}
 
 /// One file of the directory being archived.
 struct Entry {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use cairn_grpc_gateway::api::{ClusterApi, KvApi, MaintenanceApi, SnapshotChunks};
 use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::backend::{CF_ALARM, CF_MEMBERS, CF_META};
-use cairn_mvcc_store::kv_store::META_APPLIED_INDEX;
+use cairn_mvcc_store::meta::META_APPLIED_INDEX;
 use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::{Backend, BackendBatch, MvccError};
 use cairn_proto::cairnpb::internal_request::Request;

@@ -10,6 +10,7 @@ use cairn_proto::mvccpb::{Event, KeyValue};
 
 use super::*;
 use crate::backend::{BackendBatch, CF_LEASE};
+use crate::meta::META_FINISHED_COMPACT;
 use crate::test_util::*;
 
 fn compact(store: &KvStore, rev: i64) -> Result<WriteOutcome<CompactionResponse>, MvccError> {

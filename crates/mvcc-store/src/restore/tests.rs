@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::backend::{CF_LEASE, CF_MEMBERS, MEMBER_ID_KEY};
+use crate::meta::{META_APPLIED_INDEX, META_CURRENT_REVISION};
 use crate::test_util::*;
 
 /// A store with history and a compaction: revision 10, compacted at 5, keys
