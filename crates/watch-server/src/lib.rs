@@ -48,13 +48,21 @@
 //! ```
 #![deny(missing_docs)]
 
+mod catch_up;
+mod config;
+mod delivery;
 mod history;
 mod hub;
+mod registry;
 mod response;
+mod stream;
 
+pub use config::{HeaderSource, WatchConfig};
+pub use delivery::WatchReceiver;
 pub use history::{EventSource, HistoryError};
-pub use hub::{HeaderSource, WatchConfig, WatchHub, WatchReceiver, WatchStream};
+pub use hub::WatchHub;
 pub use response::{fragment, DUPLICATE_WATCH_ID, EMPTY_WATCH_RANGE};
+pub use stream::WatchStream;
 
 #[cfg(test)]
 mod memory_tests;
