@@ -27,6 +27,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod metrics;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -62,6 +62,7 @@ mod key_index;
 pub mod key_range;
 pub mod kv_store;
 pub mod meta;
+pub mod metrics;
 mod range;
 mod restore;
 pub mod revision;

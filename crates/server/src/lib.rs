@@ -181,6 +181,9 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    cairn_mvcc_store::metrics::describe();
+    cairn_lease_manager::metrics::describe();
+    cairn_watch_server::metrics::describe();
     let data_dir = cfg.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
         path: data_dir.clone(),
@@ -362,15 +365,8 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                match (backend.size_bytes(), backend.size_in_use_bytes()) {
-                    (Ok(total), Ok(in_use)) => {
-                        metrics::gauge!("etcd_mvcc_db_total_size_in_bytes").set(total as f64);
-                        metrics::gauge!("etcd_mvcc_db_total_size_in_use_in_bytes")
-                            .set(in_use as f64);
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(error = %e, "reading the backend size");
-                    }
+                if let Err(e) = cairn_mvcc_store::metrics::record_backend_size(&backend) {
+                    tracing::warn!(error = %e, "reading the backend size");
                 }
             }
         }

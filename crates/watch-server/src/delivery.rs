@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use cairn_proto::etcdserverpb::WatchResponse;
 use tokio::sync::mpsc;
 
+use crate::metrics::{EVENTS_TOTAL, PENDING_EVENTS_TOTAL};
+
 /// What became of responses handed to a stream.
 pub(crate) enum Delivery {
     /// Queued, all of them.
@@ -33,7 +35,7 @@ pub(crate) fn deliver(tx: &mpsc::Sender<WatchResponse>, responses: Vec<WatchResp
                 mpsc::error::TrySendError::Closed(_) => Delivery::Closed,
             };
         }
-        metrics::gauge!("etcd_debugging_mvcc_pending_events_total").increment(events as f64);
+        metrics::gauge!(PENDING_EVENTS_TOTAL).increment(events as f64);
     }
     Delivery::Sent
 }
@@ -52,8 +54,8 @@ impl WatchReceiver {
 
 fn sent(response: &WatchResponse) {
     let events = response.events.len() as f64;
-    metrics::gauge!("etcd_debugging_mvcc_pending_events_total").decrement(events);
-    metrics::counter!("etcd_debugging_mvcc_events_total").increment(response.events.len() as u64);
+    metrics::gauge!(PENDING_EVENTS_TOTAL).decrement(events);
+    metrics::counter!(EVENTS_TOTAL).increment(response.events.len() as u64);
 }
 
 impl WatchReceiver {

@@ -15,10 +15,11 @@
 //! optional ([`WatchHub::start_background`]) and tests drive [`WatchHub::sync_unsynced`]
 //! themselves.
 //!
-//! Metrics (etcd's names): `etcd_debugging_mvcc_watcher_total`,
-//! `etcd_debugging_mvcc_slow_watcher_total` (unsynced watchers),
-//! `etcd_debugging_mvcc_watch_stream_total`, `etcd_debugging_mvcc_pending_events_total`
-//! (queued, not yet taken by the stream) and `etcd_debugging_mvcc_events_total`.
+//! Metrics (etcd's names, listed and described in [`metrics`]):
+//! `etcd_debugging_mvcc_watcher_total`, `etcd_debugging_mvcc_slow_watcher_total`
+//! (unsynced watchers), `etcd_debugging_mvcc_watch_stream_total`,
+//! `etcd_debugging_mvcc_pending_events_total` (queued, not yet taken by the stream) and
+//! `etcd_debugging_mvcc_events_total`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -53,6 +54,7 @@ mod config;
 mod delivery;
 mod history;
 mod hub;
+pub mod metrics;
 mod registry;
 mod response;
 mod stream;

@@ -9,6 +9,7 @@ use cairn_mvcc_store::KeyRange;
 use cairn_proto::etcdserverpb::WatchResponse;
 use tokio::sync::mpsc;
 
+use crate::metrics::{SLOW_WATCHER_TOTAL, WATCHER_TOTAL, WATCH_STREAM_TOTAL};
 use crate::response::EventShape;
 
 /// A watcher, unique in its hub.
@@ -122,8 +123,8 @@ impl Registry {
     }
 
     pub fn publish_gauges(&self) {
-        metrics::gauge!("etcd_debugging_mvcc_watcher_total").set(self.watchers.len() as f64);
-        metrics::gauge!("etcd_debugging_mvcc_slow_watcher_total").set(self.unsynced.len() as f64);
-        metrics::gauge!("etcd_debugging_mvcc_watch_stream_total").set(self.streams.len() as f64);
+        metrics::gauge!(WATCHER_TOTAL).set(self.watchers.len() as f64);
+        metrics::gauge!(SLOW_WATCHER_TOTAL).set(self.unsynced.len() as f64);
+        metrics::gauge!(WATCH_STREAM_TOTAL).set(self.streams.len() as f64);
     }
 }
