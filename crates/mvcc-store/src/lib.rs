@@ -16,6 +16,12 @@
 //! is the durable copy. The checks etcd's gRPC layer makes before proposing a
 //! request are the `validate_*` functions.
 //!
+//! Other crates keep their state in the same database through the
+//! [`Backend`]: they write into a [`BackendBatch`] and read back with
+//! [`Backend::get`], [`Backend::scan`] and [`Backend::scan_prefix`]; RocksDB's
+//! own types never leave this crate. [`metrics`] names and describes what the
+//! store reports, and `examples/history.rs` is a longer tour than the one below.
+//!
 //! For maintenance and snapshots: [`Backend::checkpoint`] copies the database
 //! at a point in time, [`snapshot`] streams such a copy as one archive and
 //! rebuilds it elsewhere, [`KvStore::restore_from_checkpoint`] swaps a live

@@ -23,22 +23,22 @@ impl KvStore {
     }
 
     /// Replaces the whole content of the live backend with the checkpoint in
-    /// `dir` (made by [`Backend::checkpoint`], possibly on another member and
-    /// shipped with [`crate::snapshot`]), then reloads the store from it as
-    /// [`KvStore::open`] would (key index, current and compaction revisions,
-    /// applied index).
+    /// `dir` (made by [`Backend::checkpoint`](crate::Backend::checkpoint),
+    /// possibly on another member and shipped with [`crate::snapshot`]), then
+    /// reloads the store from it as [`KvStore::open`] would (key index,
+    /// current and compaction revisions, applied index).
     ///
     /// Every column family is emptied and refilled from the checkpoint, and
     /// `extra` applied after that (raft's snapshot metadata, say), in ONE
     /// synced RocksDB write batch: after a crash the backend holds either the
     /// old or the new content. Two exceptions: the live values of
-    /// [`MEMBER_LOCAL_KEYS`](crate::backend::MEMBER_LOCAL_KEYS) are kept
+    /// [`MEMBER_LOCAL_KEYS`] are kept
     /// (unless `extra` sets them), and `extra` may not write the `key`
     /// column family ([`MvccError::Restore`]).
     ///
     /// Readers see the old store or the new one, never a mix: they wait only
     /// while the batch is committed. Other writes wait for the whole restore;
-    /// writes made straight to the [`Backend`] must not run concurrently.
+    /// writes made straight to the [`Backend`](crate::Backend) must not run concurrently.
     /// The whole checkpoint is held in memory while the batch is built. On
     /// error nothing changed.
     pub fn restore_from_checkpoint_with(

@@ -40,7 +40,7 @@ pub(crate) fn deliver(tx: &mpsc::Sender<WatchResponse>, responses: Vec<WatchResp
     Delivery::Sent
 }
 
-/// The responses of one [`WatchStream`], in order.
+/// The responses of one [`WatchStream`](crate::WatchStream), in order.
 #[derive(Debug)]
 pub struct WatchReceiver {
     rx: mpsc::Receiver<WatchResponse>,

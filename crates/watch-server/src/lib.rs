@@ -10,7 +10,8 @@
 //! `compact_revision` set.
 //!
 //! Clients talk to the hub through a [`WatchStream`] (one per gRPC stream): create,
-//! cancel and progress requests go in, [`WatchResponse`]s come out of its
+//! cancel and progress requests go in, responses
+//! ([`WatchResponse`](cairn_proto::etcdserverpb::WatchResponse)) come out of its
 //! [`WatchReceiver`]. Nothing here opens a socket; the background catch-up thread is
 //! optional ([`WatchHub::start_background`]) and tests drive [`WatchHub::sync_unsynced`]
 //! themselves.
