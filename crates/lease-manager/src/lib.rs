@@ -1,6 +1,7 @@
 //! etcd's leases for cairn: the [`Lessor`] keeps the lease table (id, TTL, expiry, attached
 //! keys), persists it in the backend's `lease` column family through the same
-//! [`BackendBatch`] that records the applied raft entry, rebuilds it at start, and tells
+//! [`BackendBatch`] that records the applied raft entry, rebuilds it at start from a
+//! [`LeaseStore`] (the store, or an in-memory stand-in in tests), and tells
 //! the leader which leases have expired. It never revokes anything itself: expiry becomes
 //! a revoke proposal through raft, made by the caller, so every member applies the same
 //! revocation at the same point of the log.
@@ -26,13 +27,15 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod metrics;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_mvcc_store::backend::CF_LEASE;
-use cairn_mvcc_store::{Backend, BackendBatch, KvStore, MvccError};
+use cairn_mvcc_store::{BackendBatch, KvStore, MvccError};
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, RangeRequest};
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -65,6 +68,43 @@ pub enum LeaseError {
     /// The backend failed while rebuilding the table.
     #[error(transparent)]
     Backend(#[from] MvccError),
+}
+
+/// What a [`Lessor`] persists and recovers from: the records it writes into the `lease`
+/// column family ([`CF_LEASE`], through the caller's [`BackendBatch`]) and the keys that
+/// name a lease. [`KvStore`] implements it over its backend; tests use an in-memory one.
+pub trait LeaseStore {
+    /// Every lease record written under [`CF_LEASE`] and not deleted, in any order.
+    fn lease_records(&self) -> Result<Vec<Vec<u8>>, LeaseError>;
+
+    /// Every live key whose `lease` is set, with that lease id, in any order.
+    fn leased_keys(&self) -> Result<Vec<(i64, Bytes)>, LeaseError>;
+}
+
+impl LeaseStore for KvStore {
+    fn lease_records(&self) -> Result<Vec<Vec<u8>>, LeaseError> {
+        let mut records = Vec::new();
+        for entry in self.backend().scan(CF_LEASE)? {
+            let (_, value) = entry?;
+            records.push(value.into_vec());
+        }
+        Ok(records)
+    }
+
+    fn leased_keys(&self) -> Result<Vec<(i64, Bytes)>, LeaseError> {
+        let everything = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        };
+        Ok(self
+            .range(&everything)?
+            .kvs
+            .into_iter()
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.lease, kv.key))
+            .collect())
+    }
 }
 
 /// A source of monotonic time.
@@ -201,16 +241,12 @@ impl Lessor {
         }
     }
 
-    /// Rebuilds the table from the `lease` column family and attaches every key of
-    /// `store` that names a lease. Leases come back without expiry until [`Lessor::promote`].
-    pub fn recover(&self, backend: &Backend, store: &KvStore) -> Result<(), LeaseError> {
-        let cf = backend
-            .cf_handle(CF_LEASE)
-            .ok_or_else(|| MvccError::UnknownColumnFamily(CF_LEASE.into()))?;
+    /// Rebuilds the table from the lease records in `store` and attaches every key that
+    /// names a lease. Leases come back without expiry until [`Lessor::promote`].
+    pub fn recover(&self, store: &dyn LeaseStore) -> Result<(), LeaseError> {
         let mut leases = HashMap::new();
-        for item in backend.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (_, value) = item.map_err(MvccError::Backend)?;
-            let record = LeaseGrantRequest::decode(value.as_ref())
+        for record in store.lease_records()? {
+            let record = LeaseGrantRequest::decode(record.as_slice())
                 .map_err(|e| LeaseError::Corrupt(e.to_string()))?;
             leases.insert(
                 record.id,
@@ -222,28 +258,15 @@ impl Lessor {
                 },
             );
         }
-        if leases.is_empty() {
-            // Nothing to attach: do not read the whole key space.
-            let mut table = self.table.lock();
-            table.leases = leases;
-            table.primary = false;
-            tracing::info!(leases = 0, "lease table recovered");
-            return Ok(());
-        }
-        let all = RangeRequest {
-            key: Bytes::from_static(b"\0"),
-            range_end: Bytes::from_static(b"\0"),
-            ..Default::default()
-        };
-        for kv in store.range(&all)?.kvs {
-            if kv.lease == 0 {
-                continue;
-            }
-            match leases.get_mut(&kv.lease) {
-                Some(lease) => {
-                    lease.keys.insert(kv.key);
+        // Nothing to attach: do not read the whole key space.
+        if !leases.is_empty() {
+            for (id, key) in store.leased_keys()? {
+                match leases.get_mut(&id) {
+                    Some(lease) => {
+                        lease.keys.insert(key);
+                    }
+                    None => tracing::warn!(lease = id, "key names a lease that does not exist"),
                 }
-                None => tracing::warn!(lease = kv.lease, "key names a lease that does not exist"),
             }
         }
         let count = leases.len();

@@ -2,7 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_mvcc_store::{Backend, BackendBatch, KvStore};
+use cairn_mvcc_store::backend::CF_LEASE;
+use cairn_mvcc_store::{Backend, BackendBatch, BatchOp, KvStore, MvccError};
 use cairn_proto::etcdserverpb::PutRequest;
 
 use super::*;
@@ -12,6 +13,49 @@ fn primary() -> (Arc<ManualClock>, Lessor) {
     let lessor = Lessor::new(2, clock.clone());
     lessor.promote(Duration::ZERO);
     (clock, lessor)
+}
+
+/// The lease column family and the leased keys in memory: what [`Lessor::recover`] reads,
+/// without RocksDB.
+#[derive(Default)]
+struct MemoryLeaseStore {
+    records: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    keys: Vec<(i64, Bytes)>,
+    /// Every read fails with this, as a failing disk would.
+    failure: Option<MvccError>,
+    /// How many times the key space was read.
+    key_reads: std::cell::Cell<usize>,
+}
+
+impl MemoryLeaseStore {
+    /// Applies the lease writes of `batch`, as the store's commit would.
+    fn commit(&mut self, batch: &BackendBatch) {
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { cf, key, value } if cf == CF_LEASE => {
+                    self.records.insert(key.clone(), value.clone());
+                }
+                BatchOp::Delete { cf, key } if cf == CF_LEASE => {
+                    self.records.remove(key);
+                }
+                other => panic!("the lessor wrote outside its column family: {other:?}"),
+            }
+        }
+    }
+}
+
+impl LeaseStore for MemoryLeaseStore {
+    fn lease_records(&self) -> Result<Vec<Vec<u8>>, LeaseError> {
+        match &self.failure {
+            Some(e) => Err(LeaseError::Backend(e.clone())),
+            None => Ok(self.records.values().cloned().collect()),
+        }
+    }
+
+    fn leased_keys(&self) -> Result<Vec<(i64, Bytes)>, LeaseError> {
+        self.key_reads.set(self.key_reads.get() + 1);
+        Ok(self.keys.clone())
+    }
 }
 
 fn grant(lessor: &Lessor, id: i64, ttl: i64) -> i64 {
@@ -158,7 +202,7 @@ fn recover_rebuilds_leases_and_attachments_from_the_backend() {
     let store = KvStore::open(backend.clone()).unwrap();
     let clock = Arc::new(ManualClock::new());
     let recovered = Lessor::new(2, clock.clone());
-    recovered.recover(&backend, &store).unwrap();
+    recovered.recover(&store).unwrap();
     assert_eq!(recovered.leases(), vec![7]);
     assert!(!recovered.is_primary());
     let ttl = recovered.time_to_live(7, true).unwrap();
@@ -169,4 +213,83 @@ fn recover_rebuilds_leases_and_attachments_from_the_backend() {
     assert!(recovered.expired().is_empty());
     clock.advance(Duration::from_secs(1));
     assert_eq!(recovered.expired(), vec![7]);
+}
+
+#[test]
+fn recover_reads_back_what_grant_and_revoke_persisted() {
+    let (_, lessor) = primary();
+    let mut store = MemoryLeaseStore::default();
+    for (id, ttl) in [(7, 30), (8, 1), (9, 60)] {
+        let mut batch = BackendBatch::new();
+        lessor.grant(id, ttl, &mut batch).unwrap();
+        store.commit(&batch);
+    }
+    let mut batch = BackendBatch::new();
+    lessor.revoke(8, &mut batch).unwrap();
+    store.commit(&batch);
+    store.keys = vec![
+        (9, Bytes::from("b")),
+        (7, Bytes::from("k2")),
+        (7, Bytes::from("k1")),
+        (42, Bytes::from("orphan")),
+    ];
+
+    let clock = Arc::new(ManualClock::new());
+    let recovered = Lessor::new(2, clock.clone());
+    recovered.recover(&store).unwrap();
+    assert_eq!(store.key_reads.get(), 1);
+    assert!(!recovered.is_primary());
+    assert!(!recovered.exists(8));
+    assert!(
+        !recovered.exists(42),
+        "a key naming an unknown lease creates nothing"
+    );
+    let ttl = recovered.time_to_live(7, true).unwrap();
+    assert_eq!(ttl.granted, 30);
+    assert_eq!(ttl.keys, vec![Bytes::from("k1"), Bytes::from("k2")]);
+    assert_eq!(
+        recovered.time_to_live(9, true).unwrap().keys,
+        vec![Bytes::from("b")]
+    );
+    // Followers' leases never expire; the promotion starts every TTL afresh.
+    clock.advance(Duration::from_secs(600));
+    assert!(recovered.expired().is_empty());
+    recovered.promote(Duration::ZERO);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(recovered.expired(), vec![7]);
+}
+
+#[test]
+fn recover_without_leases_does_not_read_the_key_space_and_replaces_the_table() {
+    let (_, lessor) = primary();
+    grant(&lessor, 1, 10);
+    let store = MemoryLeaseStore::default();
+    lessor.recover(&store).unwrap();
+    assert_eq!(store.key_reads.get(), 0);
+    assert!(lessor.leases().is_empty());
+    assert!(!lessor.is_primary());
+}
+
+#[test]
+fn recover_fails_on_an_undecodable_record_or_a_failing_store_and_keeps_the_table() {
+    let (_, lessor) = primary();
+    grant(&lessor, 1, 10);
+    let mut store = MemoryLeaseStore::default();
+    store
+        .records
+        .insert(b"bad".to_vec(), vec![0xff, 0xff, 0xff]);
+    assert!(matches!(
+        lessor.recover(&store),
+        Err(LeaseError::Corrupt(_))
+    ));
+    let store = MemoryLeaseStore {
+        failure: Some(MvccError::Io("disk on fire".into())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        lessor.recover(&store),
+        Err(LeaseError::Backend(MvccError::Io(_)))
+    ));
+    assert_eq!(lessor.leases(), vec![1]);
+    assert!(lessor.is_primary());
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{
     BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor,
-    CompactOptions, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+    CompactOptions, DBCompressionType, DBIteratorWithThreadMode, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
 };
 
 use crate::error::MvccError;
@@ -99,32 +100,75 @@ impl Backend {
             cf_options.set_write_buffer_size(buffer);
             ColumnFamilyDescriptor::new(*name, cf_options)
         });
-        let db = DB::open_cf_descriptors(&options, path.as_ref(), families)?;
+        let db = DB::open_cf_descriptors(&options, path.as_ref(), families)
+            .map_err(MvccError::backend)?;
         tracing::debug!(path = %path.as_ref().display(), "backend opened");
         Ok(Arc::new(Backend { db }))
     }
 
-    /// The RocksDB handle, for reads by other crates.
-    pub fn db(&self) -> &DB {
+    /// The RocksDB handle; RocksDB stays inside this crate.
+    pub(crate) fn db(&self) -> &DB {
         &self.db
-    }
-
-    /// The handle of a column family; `None` if `name` is not one of
-    /// [`COLUMN_FAMILIES`] (or `default`).
-    pub fn cf_handle(&self, name: &str) -> Option<&ColumnFamily> {
-        self.db.cf_handle(name)
     }
 
     /// The value of `key` in column family `cf` (one of [`COLUMN_FAMILIES`]).
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, MvccError> {
-        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+        self.db
+            .get_cf(self.cf(cf)?, key)
+            .map_err(MvccError::backend)
+    }
+
+    /// Every entry of column family `cf` (one of [`COLUMN_FAMILIES`]), in key
+    /// order, as the database stands now. Meant for the small families other
+    /// crates keep (leases, members, alarms); the store reads `key` itself.
+    ///
+    /// ```
+    /// use cairn_mvcc_store::backend::{Backend, BackendBatch, CF_ALARM};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let backend = Backend::open(dir.path())?;
+    /// let mut batch = BackendBatch::new();
+    /// batch.put_cf(CF_ALARM, b"b", b"2");
+    /// batch.put_cf(CF_ALARM, b"a", b"1");
+    /// backend.write(batch)?;
+    /// let keys: Vec<Box<[u8]>> = backend
+    ///     .scan(CF_ALARM)?
+    ///     .map(|entry| entry.map(|(key, _value)| key))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(keys, [b"a".to_vec().into_boxed_slice(), b"b".to_vec().into_boxed_slice()]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn scan(&self, cf: &str) -> Result<Scan<'_>, MvccError> {
+        Ok(Scan {
+            inner: self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start),
+            prefix: None,
+            done: false,
+        })
+    }
+
+    /// The entries of column family `cf` whose key starts with `prefix`, in
+    /// key order.
+    pub fn scan_prefix(&self, cf: &str, prefix: &[u8]) -> Result<Scan<'_>, MvccError> {
+        Ok(Scan {
+            inner: self
+                .db
+                .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward)),
+            prefix: Some(prefix.to_vec()),
+            done: false,
+        })
+    }
+
+    /// Whether the database has column family `name` (every one of
+    /// [`COLUMN_FAMILIES`] and `default` after [`Backend::open`]).
+    pub fn has_column_family(&self, name: &str) -> bool {
+        self.db.cf_handle(name).is_some()
     }
 
     /// The handle of a column family, or [`MvccError::UnknownColumnFamily`].
     pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, MvccError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
+        column_family(&self.db, name)
     }
 
     /// Commits `batch` atomically, without syncing.
@@ -165,15 +209,13 @@ impl Backend {
         });
         let mut options = WriteOptions::default();
         options.set_sync(false);
-        self.db.write_opt(raw, &options)?;
-        Ok(())
+        self.db.write_opt(raw, &options).map_err(MvccError::backend)
     }
 
     /// Makes every write so far durable (fsyncs RocksDB's own WAL); used before
     /// a snapshot is taken or the raft log is truncated.
     pub fn sync(&self) -> Result<(), MvccError> {
-        self.db.flush_wal(true)?;
-        Ok(())
+        self.db.flush_wal(true).map_err(MvccError::backend)
     }
 
     /// Writes a consistent point-in-time copy of every column family to
@@ -185,7 +227,9 @@ impl Backend {
         if dir.symlink_metadata().is_ok() {
             return Err(MvccError::Io(format!("{} already exists", dir.display())));
         }
-        Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Checkpoint::new(&self.db)
+            .and_then(|checkpoint| checkpoint.create_checkpoint(dir))
+            .map_err(MvccError::backend)?;
         tracing::info!(dir = %dir.display(), "backend checkpoint created");
         Ok(())
     }
@@ -201,7 +245,7 @@ impl Backend {
         options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
         for name in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
             let cf = self.cf(name)?;
-            self.db.flush_cf(cf)?;
+            self.db.flush_cf(cf).map_err(MvccError::backend)?;
             self.db
                 .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
         }
@@ -233,12 +277,65 @@ impl Backend {
     fn sum_property(&self, name: &std::ffi::CStr) -> Result<u64, MvccError> {
         let mut sum = 0;
         for cf in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
-            let value = self.db.property_int_value_cf(self.cf(cf)?, name)?;
+            let value = self
+                .db
+                .property_int_value_cf(self.cf(cf)?, name)
+                .map_err(MvccError::backend)?;
             sum += value.ok_or_else(|| {
                 MvccError::Corrupt(format!("RocksDB does not know the property {name:?}"))
             })?;
         }
         Ok(sum)
+    }
+}
+
+/// The handle of column family `name` of any database (the live one or a
+/// checkpoint opened read-only), or [`MvccError::UnknownColumnFamily`].
+pub(crate) fn column_family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, MvccError> {
+    db.cf_handle(name)
+        .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
+}
+
+/// The entries of one column family in key order, from [`Backend::scan`] or
+/// [`Backend::scan_prefix`]: `(key, value)` pairs, or the error that ended the
+/// scan.
+pub struct Scan<'a> {
+    inner: DBIteratorWithThreadMode<'a, DB>,
+    /// Set for a prefix scan: the scan ends at the first key without it.
+    prefix: Option<Vec<u8>>,
+    /// Past the prefix, or after an error.
+    done: bool,
+}
+
+impl std::fmt::Debug for Scan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(Box<[u8]>, Box<[u8]>), MvccError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let entry = match self.inner.next()? {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(MvccError::backend(e)));
+            }
+        };
+        if let Some(prefix) = &self.prefix {
+            if !entry.0.starts_with(prefix) {
+                self.done = true;
+                return None;
+            }
+        }
+        Some(Ok(entry))
     }
 }
 
@@ -262,15 +359,23 @@ pub struct BackendBatch {
     ops: Vec<BatchOp>,
 }
 
+/// One write of a [`BackendBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum BatchOp {
+pub enum BatchOp {
+    /// Sets `key` to `value` in column family `cf`.
     Put {
+        /// The column family.
         cf: String,
+        /// The key.
         key: Vec<u8>,
+        /// The value.
         value: Vec<u8>,
     },
+    /// Removes `key` from column family `cf`.
     Delete {
+        /// The column family.
         cf: String,
+        /// The key.
         key: Vec<u8>,
     },
 }
@@ -324,6 +429,12 @@ impl BackendBatch {
         })
     }
 
+    /// The operations, in the order they run; lets an in-memory stand-in for
+    /// the backend (in another crate's tests, say) apply a batch.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -345,9 +456,9 @@ mod tests {
         {
             let backend = Backend::open(dir.path()).unwrap();
             for cf in COLUMN_FAMILIES {
-                assert!(backend.cf_handle(cf).is_some(), "{cf}");
+                assert!(backend.has_column_family(cf), "{cf}");
             }
-            assert!(backend.cf_handle("nope").is_none());
+            assert!(!backend.has_column_family("nope"));
             let mut batch = BackendBatch::new();
             batch.put_cf(CF_LEASE, b"l1", b"one");
             batch.put_cf(CF_AUTH, b"enabled", b"1");
@@ -357,15 +468,10 @@ mod tests {
             backend.sync().unwrap();
         }
         let backend = Backend::open(dir.path()).unwrap();
-        let lease = backend.cf_handle(CF_LEASE).unwrap();
-        assert_eq!(backend.db().get_cf(lease, b"l1").unwrap(), None);
+        assert_eq!(backend.get(CF_LEASE, b"l1").unwrap(), None);
+        assert_eq!(backend.get(CF_LEASE, b"l2").unwrap(), Some(b"two".to_vec()));
         assert_eq!(
-            backend.db().get_cf(lease, b"l2").unwrap(),
-            Some(b"two".to_vec())
-        );
-        let auth = backend.cf_handle(CF_AUTH).unwrap();
-        assert_eq!(
-            backend.db().get_cf(auth, b"enabled").unwrap(),
+            backend.get(CF_AUTH, b"enabled").unwrap(),
             Some(b"1".to_vec())
         );
     }
@@ -381,8 +487,52 @@ mod tests {
             backend.write(batch),
             Err(MvccError::UnknownColumnFamily("leases".into()))
         );
-        let lease = backend.cf_handle(CF_LEASE).unwrap();
-        assert_eq!(backend.db().get_cf(lease, b"l1").unwrap(), None);
+        assert_eq!(backend.get(CF_LEASE, b"l1").unwrap(), None);
+        assert_eq!(
+            backend.get("leases", b"l2"),
+            Err(MvccError::UnknownColumnFamily("leases".into()))
+        );
+        assert!(matches!(
+            backend.scan("leases"),
+            Err(MvccError::UnknownColumnFamily(_))
+        ));
+    }
+
+    #[test]
+    fn scans_list_a_family_or_a_prefix_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(dir.path()).unwrap();
+        let mut batch = BackendBatch::new();
+        for key in ["m/2", "a", "m/1", "n", "m"] {
+            batch.put_cf(CF_MEMBERS, key, key.to_uppercase());
+        }
+        batch.put_cf(CF_ALARM, b"m/3", b"other family");
+        backend.write(batch).unwrap();
+        let entries = |scan: Scan<'_>| -> Vec<(String, String)> {
+            scan.map(|entry| {
+                let (key, value) = entry.unwrap();
+                (
+                    String::from_utf8(key.into()).unwrap(),
+                    String::from_utf8(value.into()).unwrap(),
+                )
+            })
+            .collect()
+        };
+        let pair = |k: &str| (k.to_owned(), k.to_uppercase());
+        assert_eq!(
+            entries(backend.scan(CF_MEMBERS).unwrap()),
+            ["a", "m", "m/1", "m/2", "n"].map(pair)
+        );
+        assert_eq!(
+            entries(backend.scan_prefix(CF_MEMBERS, b"m/").unwrap()),
+            ["m/1", "m/2"].map(pair)
+        );
+        assert_eq!(
+            entries(backend.scan_prefix(CF_MEMBERS, b"").unwrap()).len(),
+            5
+        );
+        assert!(entries(backend.scan_prefix(CF_MEMBERS, b"z").unwrap()).is_empty());
+        assert!(entries(backend.scan(CF_LEASE).unwrap()).is_empty());
     }
 
     #[test]
@@ -400,10 +550,7 @@ mod tests {
         backend.write(batch).unwrap();
         assert!(backend.size_bytes().unwrap() >= total_before + 1000 * 1024);
         assert!(backend.size_in_use_bytes().unwrap() >= in_use_before + 1000 * 1024);
-        backend
-            .db()
-            .flush_cf(backend.cf_handle(CF_KEY).unwrap())
-            .unwrap();
+        backend.db().flush_cf(backend.cf(CF_KEY).unwrap()).unwrap();
         assert!(backend.size_bytes().unwrap() > 0);
         assert!(backend.size_in_use_bytes().unwrap() <= backend.size_bytes().unwrap());
     }

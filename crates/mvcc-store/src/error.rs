@@ -1,4 +1,5 @@
-//! The one error type of the store.
+//! The store's one error type, [`MvccError`] (snapshot archives have theirs in
+//! [`crate::snapshot`]).
 
 /// Everything that can go wrong in the store.
 ///
@@ -37,9 +38,10 @@ pub enum MvccError {
     /// gRPC `InvalidArgument`.
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
-    /// RocksDB failed; the in-memory state is unchanged. gRPC `Internal`.
+    /// RocksDB failed (its message); the in-memory state is unchanged. gRPC
+    /// `Internal`.
     #[error("mvcc: backend: {0}")]
-    Backend(#[from] rocksdb::Error),
+    Backend(String),
     /// A batch named a column family the backend does not have (a bug in
     /// the caller). gRPC `Internal`.
     #[error("mvcc: unknown column family {0:?}")]
@@ -54,9 +56,17 @@ pub enum MvccError {
     /// A snapshot archive was rejected; nothing was written. gRPC
     /// `InvalidArgument` when it came from a client, `Internal` otherwise.
     #[error("mvcc: snapshot archive: {0}")]
-    Archive(#[from] crate::snapshot::ArchiveError),
+    Archive(#[from] cairn_snapshot_archive::ArchiveError),
     /// A restore was asked for something it cannot do (the message says what);
     /// nothing changed. gRPC `Internal` (a bug in the caller).
     #[error("mvcc: restore: {0}")]
     Restore(String),
+}
+
+impl MvccError {
+    /// An [`MvccError::Backend`] from RocksDB's error; RocksDB's types stay
+    /// out of the crate's interface.
+    pub(crate) fn backend(err: rocksdb::Error) -> MvccError {
+        MvccError::Backend(err.into_string())
+    }
 }

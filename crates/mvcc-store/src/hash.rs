@@ -11,7 +11,7 @@ use rocksdb::{ReadOptions, Snapshot};
 
 use crate::backend::{Backend, CF_KEY, CF_MEMBERS, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS};
 use crate::error::MvccError;
-use crate::kv_store::META_APPLIED_INDEX;
+use crate::meta::META_APPLIED_INDEX;
 use crate::revision::Revision;
 
 /// Keys [`Backend::hash`] skips besides [`MEMBER_LOCAL_KEYS`]: the applied
@@ -77,7 +77,7 @@ impl Backend {
                 }
                 it.next();
             }
-            it.status()?;
+            it.status().map_err(MvccError::backend)?;
         }
         Ok(hasher.finalize())
     }
@@ -104,7 +104,7 @@ pub(crate) fn key_history(
         hash_field(&mut hasher, value);
         it.next();
     }
-    it.status()?;
+    it.status().map_err(MvccError::backend)?;
     Ok(hasher.finalize())
 }
 

@@ -1,7 +1,6 @@
 //! The revisioned key space: etcd's KV service over the [`Backend`].
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,31 +13,19 @@ use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use prost::Message;
-use rocksdb::{ColumnFamily, Options, ReadOptions, Snapshot, WriteBatch, WriteOptions, DB};
+use rocksdb::{ReadOptions, WriteBatch};
 
-use crate::backend::{
-    Backend, BackendBatch, CF_DEFAULT, CF_KEY, CF_META, COLUMN_FAMILIES, MEMBER_LOCAL_KEYS,
-};
+use crate::backend::{Backend, BackendBatch, CF_KEY, CF_META};
+use crate::compaction::remove_compacted;
 use crate::error::MvccError;
 use crate::hash::{self, HashKv};
 use crate::key_index::TreeIndex;
 use crate::key_range::KeyRange;
+use crate::meta::{StoredMeta, META_APPLIED_INDEX, META_CURRENT_REVISION, META_SCHEDULED_COMPACT};
 use crate::range;
 use crate::revision::Revision;
+use crate::stored::{decode_kv, load_kvs, scan_key_index};
 use crate::txn::{Change, WriteTxn};
-
-/// `meta` key of the last applied raft index (u64, big-endian).
-pub const META_APPLIED_INDEX: &[u8] = b"consistent_index";
-/// `meta` key of the current store revision (i64, big-endian).
-pub const META_CURRENT_REVISION: &[u8] = b"current_revision";
-/// `meta` key of the last compaction applied (i64, big-endian); written with
-/// the applied index, before any revision is removed.
-pub const META_SCHEDULED_COMPACT: &[u8] = b"scheduled_compact_revision";
-/// `meta` key of the last compaction whose revisions are all removed.
-pub const META_FINISHED_COMPACT: &[u8] = b"finished_compact_revision";
-
-/// Revisions removed per RocksDB batch while compacting.
-const COMPACTION_CHUNK: usize = 10_000;
 
 /// What a write did.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,64 +41,32 @@ pub struct WriteOutcome<R> {
 }
 
 /// The state readers share with the writer.
-struct State {
+pub(crate) struct State {
     tree: TreeIndex,
     /// Reads at revision 0 read this; the tree may already hold newer
     /// revisions while a write is being published, readers ignore them.
-    current_rev: i64,
+    pub current_rev: i64,
     /// The last compaction; -1 before the first (etcd's convention, which
     /// lets a compaction at revision 0 through).
-    compact_rev: i64,
+    pub compact_rev: i64,
     /// Bumped by every restore: a reader that released the lock and takes it
     /// again checks it to know its RocksDB snapshot still matches the index.
-    epoch: u64,
-}
-
-/// The bookkeeping the `meta` column family holds.
-#[derive(Debug, Default)]
-struct StoredMeta {
-    applied_index: u64,
-    current_rev: Option<i64>,
-    scheduled_compact: Option<i64>,
-    finished_compact: Option<i64>,
-}
-
-impl StoredMeta {
-    /// Reads it through `get` (the stored bytes of a `meta` key, if any).
-    fn read(
-        mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, MvccError>,
-    ) -> Result<StoredMeta, MvccError> {
-        let mut number = |key: &[u8]| -> Result<Option<u64>, MvccError> {
-            get(key)?.map(|raw| decode_meta(key, &raw)).transpose()
-        };
-        Ok(StoredMeta {
-            applied_index: number(META_APPLIED_INDEX)?.unwrap_or(0),
-            current_rev: number(META_CURRENT_REVISION)?.map(|v| v as i64),
-            scheduled_compact: number(META_SCHEDULED_COMPACT)?.map(|v| v as i64),
-            finished_compact: number(META_FINISHED_COMPACT)?.map(|v| v as i64),
-        })
-    }
-
-    /// Reads it from `db`'s `meta` column family.
-    fn read_db(db: &DB) -> Result<StoredMeta, MvccError> {
-        let cf = db_cf(db, CF_META)?;
-        StoredMeta::read(|key| Ok(db.get_cf(cf, key)?))
-    }
+    pub epoch: u64,
 }
 
 /// The readers' state as [`KvStore::open`] computes it from RocksDB's
 /// content, with the compaction a crash interrupted (its revision and the
 /// revisions it keeps) if any.
-struct Loaded {
-    state: State,
-    applied_index: u64,
-    unfinished_compaction: Option<(i64, HashSet<Revision>)>,
+pub(crate) struct Loaded {
+    pub state: State,
+    pub applied_index: u64,
+    pub unfinished_compaction: Option<(i64, HashSet<Revision>)>,
 }
 
 impl Loaded {
     /// Combines the key index built from the `key` column family (whose
     /// last main revision is `last_main`) with the `meta` bookkeeping.
-    fn new(mut tree: TreeIndex, last_main: i64, meta: &StoredMeta, epoch: u64) -> Loaded {
+    pub fn new(mut tree: TreeIndex, last_main: i64, meta: &StoredMeta, epoch: u64) -> Loaded {
         let scheduled = meta.scheduled_compact;
         let finished = meta.finished_compact;
         let compact_rev = scheduled.max(finished).unwrap_or(-1);
@@ -134,34 +89,6 @@ impl Loaded {
     }
 }
 
-/// Rebuilds the key index from `db`'s `key` column family; also returns the
-/// last main revision stored (0 if none).
-fn scan_key_index(db: &DB) -> Result<(TreeIndex, i64), MvccError> {
-    let mut tree = TreeIndex::default();
-    let mut last_main = 0;
-    let mut it = db.raw_iterator_cf(db_cf(db, CF_KEY)?);
-    it.seek_to_first();
-    while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        let (rev, tombstone) = Revision::from_key(key)?;
-        let kv = decode_kv(value)?;
-        if tombstone {
-            tree.restore_tombstone(&kv.key, rev);
-        } else {
-            tree.restore_put(&kv.key, rev, kv.create_revision, kv.version);
-        }
-        last_main = rev.main;
-        it.next();
-    }
-    it.status()?;
-    Ok((tree, last_main))
-}
-
-/// The handle of column family `name` of any database.
-fn db_cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, MvccError> {
-    db.cf_handle(name)
-        .ok_or_else(|| MvccError::UnknownColumnFamily(name.to_owned()))
-}
-
 /// etcd's MVCC key space: every key's history, readable at any revision since
 /// the last compaction.
 ///
@@ -171,9 +98,9 @@ fn db_cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, MvccError> {
 /// the applied raft index, and only then publishes it to readers, so a failed
 /// write leaves nothing behind.
 pub struct KvStore {
-    backend: Arc<Backend>,
-    state: RwLock<State>,
-    applied_index: AtomicU64,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) state: RwLock<State>,
+    pub(crate) applied_index: AtomicU64,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -208,7 +135,7 @@ impl KvStore {
                 compact_revision = rev,
                 "finishing an interrupted compaction"
             );
-            store.remove_compacted(rev, &keep)?;
+            remove_compacted(&store.backend, rev, &keep)?;
         }
         tracing::info!(
             current_revision = current_rev,
@@ -346,7 +273,7 @@ impl KvStore {
         self.applied_index.store(index, Ordering::Release);
         // Readers go on while the old revisions are removed; other writes wait.
         let _state = RwLockWriteGuard::downgrade_to_upgradable(state);
-        if let Err(err) = self.remove_compacted(rev, &keep) {
+        if let Err(err) = remove_compacted(&self.backend, rev, &keep) {
             // The compaction itself is recorded and in effect; the next open
             // removes what is left.
             tracing::error!(compact_revision = rev, error = %err, "removing compacted revisions failed");
@@ -471,7 +398,7 @@ impl KvStore {
             }
             it.next();
         }
-        it.status()?;
+        it.status().map_err(MvccError::backend)?;
         drop(it);
 
         if !first_of_key.is_empty() {
@@ -527,115 +454,6 @@ impl KvStore {
             compact_revision: compact_rev,
             hash_revision: rev,
         })
-    }
-
-    /// [`KvStore::restore_from_checkpoint_with`] with nothing extra.
-    pub fn restore_from_checkpoint(&self, dir: &Path) -> Result<(), MvccError> {
-        self.restore_from_checkpoint_with(dir, BackendBatch::new())
-    }
-
-    /// Replaces the whole content of the live backend with the checkpoint in
-    /// `dir` (made by [`Backend::checkpoint`], possibly on another member and
-    /// shipped with [`crate::snapshot`]), then reloads the store from it as
-    /// [`KvStore::open`] would (key index, current and compaction revisions,
-    /// applied index).
-    ///
-    /// Every column family is emptied and refilled from the checkpoint, and
-    /// `extra` applied after that (raft's snapshot metadata, say), in ONE
-    /// synced RocksDB write batch: after a crash the backend holds either the
-    /// old or the new content. Two exceptions: the live values of
-    /// [`MEMBER_LOCAL_KEYS`](crate::backend::MEMBER_LOCAL_KEYS) are kept
-    /// (unless `extra` sets them), and `extra` may not write the `key`
-    /// column family ([`MvccError::Restore`]).
-    ///
-    /// Readers see the old store or the new one, never a mix: they wait only
-    /// while the batch is committed. Other writes wait for the whole restore;
-    /// writes made straight to the [`Backend`] must not run concurrently.
-    /// The whole checkpoint is held in memory while the batch is built. On
-    /// error nothing changed.
-    pub fn restore_from_checkpoint_with(
-        &self,
-        dir: &Path,
-        extra: BackendBatch,
-    ) -> Result<(), MvccError> {
-        if extra.touches(CF_KEY) {
-            return Err(MvccError::Restore(
-                "the extra batch may not write the key column family".into(),
-            ));
-        }
-        let checkpoint = open_checkpoint(dir)?;
-        let (tree, last_main) = scan_key_index(&checkpoint)?;
-        let checkpoint_meta = db_cf(&checkpoint, CF_META)?;
-        let meta = StoredMeta::read(|key| match extra.last_write(CF_META, key) {
-            Some(value) => Ok(value.map(<[u8]>::to_vec)),
-            None => Ok(checkpoint.get_cf(checkpoint_meta, key)?),
-        })?;
-
-        let state = self.state.upgradable_read();
-        let db = self.backend.db();
-        let mut batch = WriteBatch::default();
-        let mut copied = 0u64;
-        for name in std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES) {
-            let live = self.backend.cf(name)?;
-            let mut it = db.raw_iterator_cf(live);
-            it.seek_to_last();
-            if let Some(last) = it.key() {
-                // [empty key, the key right after the last one): all of it.
-                let mut end = last.to_vec();
-                end.push(0);
-                batch.delete_range_cf(live, Vec::new(), end);
-            }
-            it.status()?;
-            drop(it);
-            let mut it = checkpoint.raw_iterator_cf(db_cf(&checkpoint, name)?);
-            it.seek_to_first();
-            while let (Some(key), Some(value)) = (it.key(), it.value()) {
-                if !is_member_local(name, key) {
-                    batch.put_cf(live, key, value);
-                    copied += 1;
-                }
-                it.next();
-            }
-            it.status()?;
-        }
-        for (name, key) in MEMBER_LOCAL_KEYS {
-            let cf = self.backend.cf(name)?;
-            if let Some(value) = db.get_cf(cf, key)? {
-                batch.put_cf(cf, key, value);
-            }
-        }
-        self.backend.append(&mut batch, extra)?;
-        drop(checkpoint);
-
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        let mut state = RwLockUpgradableReadGuard::upgrade(state);
-        db.write_opt(batch, &options)?;
-        let Loaded {
-            state: loaded,
-            applied_index,
-            unfinished_compaction,
-        } = Loaded::new(tree, last_main, &meta, state.epoch + 1);
-        *state = loaded;
-        self.applied_index.store(applied_index, Ordering::Release);
-        let (current_rev, compact_rev) = (state.current_rev, state.compact_rev);
-        let _writer = RwLockWriteGuard::downgrade_to_upgradable(state);
-        tracing::info!(
-            dir = %dir.display(),
-            copied,
-            current_revision = current_rev,
-            compact_revision = compact_rev,
-            applied_index,
-            "mvcc store restored from checkpoint"
-        );
-        if let Some((rev, keep)) = unfinished_compaction {
-            if let Err(err) = self.remove_compacted(rev, &keep) {
-                // As after a crash: the compaction is in effect, and the
-                // next open removes what is left.
-                tracing::error!(compact_revision = rev, error = %err, "removing compacted revisions after a restore failed");
-            }
-        }
-        Ok(())
     }
 
     /// Runs one write request: compute the change, commit it with the applied
@@ -695,45 +513,6 @@ impl KvStore {
             revision,
         })
     }
-
-    /// Removes from RocksDB every revision up to `at_rev` not in `keep`, in
-    /// chunks, then marks the compaction finished.
-    fn remove_compacted(&self, at_rev: i64, keep: &HashSet<Revision>) -> Result<(), MvccError> {
-        let db = self.backend.db();
-        let key_cf = self.backend.cf(CF_KEY)?;
-        let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(Revision::new(at_rev + 1, 0).to_key(false));
-        let mut it = db.raw_iterator_cf_opt(key_cf, options);
-        it.seek_to_first();
-        let mut batch = WriteBatch::default();
-        let mut removed = 0usize;
-        while let Some(raw_key) = it.key() {
-            let (rev, _) = Revision::from_key(raw_key)?;
-            if !keep.contains(&rev) {
-                batch.delete_cf(key_cf, raw_key);
-                removed += 1;
-                if batch.len() >= COMPACTION_CHUNK {
-                    self.backend.write_raw(std::mem::take(&mut batch))?;
-                    crash_point!("mvcc::compact_chunk");
-                }
-            }
-            it.next();
-        }
-        it.status()?;
-        batch.put_cf(
-            self.backend.cf(CF_META)?,
-            META_FINISHED_COMPACT,
-            at_rev.to_be_bytes(),
-        );
-        self.backend.write_raw(batch)?;
-        tracing::info!(
-            compact_revision = at_rev,
-            removed,
-            kept = keep.len(),
-            "compaction finished"
-        );
-        Ok(())
-    }
 }
 
 impl Change {
@@ -751,82 +530,5 @@ impl Change {
     }
 }
 
-/// Opens the checkpoint in `dir` read-only, with exactly cairn's column
-/// families.
-fn open_checkpoint(dir: &Path) -> Result<DB, MvccError> {
-    let options = Options::default();
-    let families = DB::list_cf(&options, dir)?;
-    let known: Vec<&str> = std::iter::once(CF_DEFAULT).chain(COLUMN_FAMILIES).collect();
-    if let Some(unknown) = families.iter().find(|f| !known.contains(&f.as_str())) {
-        return Err(MvccError::Restore(format!(
-            "checkpoint {} has unknown column family {unknown:?}",
-            dir.display()
-        )));
-    }
-    if let Some(missing) = known.iter().find(|k| !families.iter().any(|f| f == *k)) {
-        return Err(MvccError::Restore(format!(
-            "checkpoint {} lacks column family {missing:?}",
-            dir.display()
-        )));
-    }
-    Ok(DB::open_cf_for_read_only(&options, dir, known, false)?)
-}
-
-/// Whether `key` of column family `cf` is one of [`MEMBER_LOCAL_KEYS`].
-pub(crate) fn is_member_local(cf: &str, key: &[u8]) -> bool {
-    MEMBER_LOCAL_KEYS
-        .iter()
-        .any(|(local_cf, local)| *local_cf == cf && *local == key)
-}
-
-/// Decodes the 8-byte big-endian number stored under `meta` key `key`.
-fn decode_meta(key: &[u8], raw: &[u8]) -> Result<u64, MvccError> {
-    let bytes: [u8; 8] = raw.try_into().map_err(|_| {
-        MvccError::Corrupt(format!(
-            "meta {:?} has {} bytes, not 8",
-            String::from_utf8_lossy(key),
-            raw.len()
-        ))
-    })?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-/// Decodes a stored key-value.
-pub(crate) fn decode_kv(raw: &[u8]) -> Result<KeyValue, MvccError> {
-    KeyValue::decode(Bytes::copy_from_slice(raw))
-        .map_err(|err| MvccError::Corrupt(format!("undecodable key-value: {err}")))
-}
-
-/// Reads the key-values stored at `revs` (all puts), in the same order, from
-/// `snapshot` or else the latest state.
-pub(crate) fn load_kvs(
-    backend: &Backend,
-    snapshot: Option<&Snapshot<'_>>,
-    revs: &[Revision],
-) -> Result<Vec<KeyValue>, MvccError> {
-    if revs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut options = ReadOptions::default();
-    if let Some(snapshot) = snapshot {
-        options.set_snapshot(snapshot);
-    }
-    let keys: Vec<Vec<u8>> = revs.iter().map(|rev| rev.to_key(false)).collect();
-    backend
-        .db()
-        .batched_multi_get_cf_opt(backend.cf(CF_KEY)?, &keys, false, &options)
-        .into_iter()
-        .zip(revs)
-        .map(|(found, rev)| match found? {
-            Some(raw) => decode_kv(&raw),
-            None => Err(MvccError::Corrupt(format!(
-                "revision {rev} is indexed but not stored"
-            ))),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod restore_tests;
 #[cfg(test)]
 mod tests;

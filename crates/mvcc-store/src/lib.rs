@@ -16,6 +16,12 @@
 //! is the durable copy. The checks etcd's gRPC layer makes before proposing a
 //! request are the `validate_*` functions.
 //!
+//! Other crates keep their state in the same database through the
+//! [`Backend`]: they write into a [`BackendBatch`] and read back with
+//! [`Backend::get`], [`Backend::scan`] and [`Backend::scan_prefix`]; RocksDB's
+//! own types never leave this crate. [`metrics`] names and describes what the
+//! store reports, and `examples/history.rs` is a longer tour than the one below.
+//!
 //! For maintenance and snapshots: [`Backend::checkpoint`] copies the database
 //! at a point in time, [`snapshot`] streams such a copy as one archive and
 //! rebuilds it elsewhere, [`KvStore::restore_from_checkpoint`] swaps a live
@@ -51,31 +57,27 @@
 //! ```
 #![deny(missing_docs)]
 
-/// A crash window for fault tests: with the `failpoints` feature, the fail point `$name`
-/// configured to `return` aborts the process there, as a power cut would.
-macro_rules! crash_point {
-    ($name:literal) => {
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, |_| {
-            eprintln!("fail point {} reached: aborting", $name);
-            std::process::abort()
-        });
-    };
-}
+#[macro_use]
+mod failpoint;
 
 pub mod backend;
+mod compaction;
 pub mod error;
 pub mod hash;
 mod key_index;
 pub mod key_range;
 pub mod kv_store;
+pub mod meta;
+pub mod metrics;
 mod range;
+mod restore;
 pub mod revision;
 pub mod snapshot;
+mod stored;
 mod txn;
 pub mod validate;
 
-pub use backend::{Backend, BackendBatch};
+pub use backend::{Backend, BackendBatch, BatchOp};
 pub use error::MvccError;
 pub use hash::HashKv;
 pub use key_range::KeyRange;

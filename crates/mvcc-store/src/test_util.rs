@@ -146,11 +146,10 @@ pub mod op {
 
 /// Every `(main, sub, tombstone)` stored in the `key` column family, in order.
 pub fn stored_revisions(store: &KvStore) -> Vec<(i64, i64, bool)> {
-    let backend = store.backend();
-    let cf = backend.cf_handle(CF_KEY).unwrap();
-    backend
-        .db()
-        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+    store
+        .backend()
+        .scan(CF_KEY)
+        .unwrap()
         .map(|item| {
             let (key, _) = item.unwrap();
             let (rev, tombstone) = Revision::from_key(&key).unwrap();

@@ -26,9 +26,9 @@ use crate::backend::Backend;
 use crate::error::MvccError;
 use crate::key_index::{KeyRevision, TreeIndex};
 use crate::key_range::KeyRange;
-use crate::kv_store::load_kvs;
 use crate::range;
 use crate::revision::Revision;
+use crate::stored::load_kvs;
 
 /// One change of a write request.
 #[derive(Debug)]

@@ -78,11 +78,8 @@ impl Alarms {
 
     /// Reads the alarms again (after a snapshot replaced the backend's content).
     pub fn reload(&self, backend: &Backend) -> Result<(), MvccError> {
-        let cf = backend
-            .cf_handle(CF_ALARM)
-            .ok_or_else(|| MvccError::Corrupt("no alarm column family".into()))?;
         let mut active = BTreeSet::new();
-        for item in backend.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        for item in backend.scan(CF_ALARM)? {
             let (key, _) = item?;
             match parse_key(&key) {
                 Some(alarm) => {

@@ -445,7 +445,7 @@ impl StateMachine for Applier {
         }
         if let Some(lessor) = &self.lessor {
             lessor
-                .recover(&backend, &self.store)
+                .recover(self.store.as_ref())
                 .map_err(|e| err("reloading leases", &e))?;
         }
         self.hooks.on_restore(self.store.current_revision());

@@ -56,7 +56,7 @@ impl LocalState {
         }
         let membership = Membership::load(&backend, identity.member_id, peer_urls.clone())?;
         let lessor = Arc::new(Lessor::new(min_lease_ttl, Arc::new(SystemClock)));
-        lessor.recover(&backend, &store)?;
+        lessor.recover(store.as_ref())?;
         let alarms = Arc::new(Alarms::load(&backend)?);
         Ok(LocalState {
             backend,
@@ -71,13 +71,7 @@ impl LocalState {
 }
 
 fn read_local(backend: &Backend, key: &[u8]) -> Result<Option<u64>, ServerError> {
-    let cf = backend.cf_handle(MEMBERS_CF).ok_or_else(|| {
-        ServerError::Unsupported(format!("backend has no {MEMBERS_CF:?} column family"))
-    })?;
-    let value = backend
-        .db()
-        .get_cf(cf, key)
-        .map_err(|e| ServerError::Backend(cairn_mvcc_store::MvccError::Backend(e)))?;
+    let value = backend.get(MEMBERS_CF, key)?;
     Ok(value
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_be_bytes))

@@ -69,7 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     crate::metrics::describe();
-    cairn_grpc_gateway::metrics::describe();
     let (tick, election_ticks) = cfg.raft_timing()?;
     let client_addrs = cfg.client_listen_addrs()?;
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
@@ -335,11 +334,8 @@ fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            match (backend.size_bytes(), backend.size_in_use_bytes()) {
-                (Ok(total), Ok(in_use)) => crate::metrics::backend_size(total, in_use),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "reading the backend size");
-                }
+            if let Err(e) = cairn_mvcc_store::metrics::record_backend_size(&backend) {
+                tracing::warn!(error = %e, "reading the backend size");
             }
         }
     })

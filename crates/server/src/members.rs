@@ -64,17 +64,12 @@ impl Membership {
 
     /// Reads the member list again (after a snapshot replaced the backend's content).
     pub fn reload(&self, backend: &Backend) -> Result<(), MvccError> {
-        let cf = backend
-            .cf_handle(CF_MEMBERS)
-            .ok_or_else(|| MvccError::Corrupt("no members column family".into()))?;
         let mut state = State::default();
-        for item in backend.db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (key, value) = item?;
-            if key.starts_with(MEMBER_PREFIX) {
-                let member = Member::decode(&*value)
-                    .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
-                state.members.insert(member.id, member);
-            }
+        for item in backend.scan_prefix(CF_MEMBERS, MEMBER_PREFIX)? {
+            let (_, value) = item?;
+            let member = Member::decode(&*value)
+                .map_err(|e| MvccError::Corrupt(format!("member record: {e}")))?;
+            state.members.insert(member.id, member);
         }
         for (id, m) in &state.members {
             if *id != self.self_id {

@@ -1,42 +1,20 @@
-//! The metrics the server records, under etcd's names and help texts so that etcd's
-//! dashboards and alerts read them unchanged, and the Prometheus exporter set up with
-//! etcd's histogram buckets. [`describe`] gives them their HELP lines; [`crate::run`]
-//! calls it (and the gateway's) at start.
+//! The Prometheus exporter set up with etcd's histogram buckets, and the lease metrics
+//! the server records when it applies lease requests (named and described by
+//! `cairn-lease-manager`). [`describe`] gives every crate's metrics their HELP lines;
+//! [`crate::run`] calls it at start.
 
+use cairn_lease_manager::metrics::{GRANTED_TOTAL, RENEWED_TOTAL, REVOKED_TOTAL, TTL_TOTAL};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
-/// Leases granted (applied LeaseGrant entries).
-pub const LEASE_GRANTED_TOTAL: &str = "etcd_debugging_lease_granted_total";
-/// Leases revoked, by a client or on expiry (applied LeaseRevoke entries).
-pub const LEASE_REVOKED_TOTAL: &str = "etcd_debugging_lease_revoked_total";
-/// Keep-alives answered by the leader.
-pub const LEASE_RENEWED_TOTAL: &str = "etcd_debugging_lease_renewed_total";
-/// The TTLs of granted leases, in seconds.
-pub const LEASE_TTL_TOTAL: &str = "etcd_debugging_lease_ttl_total";
-/// The backend's size on disk.
-pub const DB_TOTAL_SIZE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_bytes";
-/// The part of the backend's size that holds live data.
-pub const DB_TOTAL_SIZE_IN_USE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_use_in_bytes";
 /// WAL fsync latency, recorded by `cairn-raft-node`; named here for its buckets.
 const WAL_FSYNC_DURATION_SECONDS: &str = "etcd_disk_wal_fsync_duration_seconds";
 
-/// Describes every metric of this crate to the installed recorder.
+/// Describes the metrics of every crate the server records through.
 pub fn describe() {
-    metrics::describe_counter!(LEASE_GRANTED_TOTAL, "The total number of granted leases.");
-    metrics::describe_counter!(LEASE_REVOKED_TOTAL, "The total number of revoked leases.");
-    metrics::describe_counter!(
-        LEASE_RENEWED_TOTAL,
-        "The number of renewed leases seen by the leader."
-    );
-    metrics::describe_histogram!(LEASE_TTL_TOTAL, "Bucketed histogram of lease TTLs.");
-    metrics::describe_gauge!(
-        DB_TOTAL_SIZE_IN_BYTES,
-        "Total size of the underlying database physically allocated in bytes."
-    );
-    metrics::describe_gauge!(
-        DB_TOTAL_SIZE_IN_USE_IN_BYTES,
-        "Total size of the underlying database logically in use in bytes."
-    );
+    cairn_grpc_gateway::metrics::describe();
+    cairn_mvcc_store::metrics::describe();
+    cairn_lease_manager::metrics::describe();
+    cairn_watch_server::metrics::describe();
 }
 
 /// etcd's buckets for disk latency histograms: 1 ms doubling to about 8 s.
@@ -57,25 +35,20 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
             Matcher::Full(WAL_FSYNC_DURATION_SECONDS.into()),
             &disk_buckets(),
         )?
-        .set_buckets_for_metric(Matcher::Full(LEASE_TTL_TOTAL.into()), &lease_ttl_buckets())
+        .set_buckets_for_metric(Matcher::Full(TTL_TOTAL.into()), &lease_ttl_buckets())
 }
 
 pub(crate) fn lease_granted(ttl: i64) {
-    metrics::counter!(LEASE_GRANTED_TOTAL).increment(1);
-    metrics::histogram!(LEASE_TTL_TOTAL).record(ttl as f64);
+    metrics::counter!(GRANTED_TOTAL).increment(1);
+    metrics::histogram!(TTL_TOTAL).record(ttl as f64);
 }
 
 pub(crate) fn lease_revoked() {
-    metrics::counter!(LEASE_REVOKED_TOTAL).increment(1);
+    metrics::counter!(REVOKED_TOTAL).increment(1);
 }
 
 pub(crate) fn lease_renewed() {
-    metrics::counter!(LEASE_RENEWED_TOTAL).increment(1);
-}
-
-pub(crate) fn backend_size(total: u64, in_use: u64) {
-    metrics::gauge!(DB_TOTAL_SIZE_IN_BYTES).set(total as f64);
-    metrics::gauge!(DB_TOTAL_SIZE_IN_USE_IN_BYTES).set(in_use as f64);
+    metrics::counter!(RENEWED_TOTAL).increment(1);
 }
 
 #[cfg(test)]
@@ -97,7 +70,6 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             describe();
             lease_granted(60);
-            backend_size(4096, 1024);
         });
         let text = handle.render();
         for line in [
@@ -106,12 +78,10 @@ mod tests {
             "etcd_debugging_lease_granted_total 1",
             "# TYPE etcd_debugging_lease_ttl_total histogram",
             "etcd_debugging_lease_ttl_total_bucket{le=\"64\"} 1",
-            "etcd_mvcc_db_total_size_in_bytes 4096",
-            "etcd_mvcc_db_total_size_in_use_in_bytes 1024",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
         // Described but never recorded: no lonely HELP line.
-        assert!(!text.contains(LEASE_REVOKED_TOTAL), "{text}");
+        assert!(!text.contains(&format!("{REVOKED_TOTAL} ")), "{text}");
     }
 }

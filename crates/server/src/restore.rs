@@ -4,8 +4,8 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use cairn_mvcc_store::backend::{CF_ALARM, CF_MEMBERS, CF_META};
-use cairn_mvcc_store::kv_store::META_APPLIED_INDEX;
-use cairn_mvcc_store::{Backend, BackendBatch, MvccError};
+use cairn_mvcc_store::meta::META_APPLIED_INDEX;
+use cairn_mvcc_store::{Backend, BackendBatch};
 
 use crate::error::ServerError;
 use crate::snapshot_file::{archive_len, TRAILER_BYTES};
@@ -67,27 +67,16 @@ pub fn restore_snapshot(file: &Path, data_dir: &Path) -> Result<(), ServerError>
     let db_dir = member_dir.join("db");
     let backend = Backend::open(&db_dir)?;
     let mut batch = BackendBatch::new();
-    let cf = |name: &str| {
-        backend
-            .cf_handle(name)
-            .ok_or_else(|| ServerError::Unsupported(format!("snapshot has no {name:?} family")))
-    };
-    for item in backend
-        .db()
-        .iterator_cf(cf(CF_MEMBERS)?, rocksdb::IteratorMode::Start)
-    {
-        let (key, _) = item.map_err(MvccError::from)?;
+    for item in backend.scan(CF_MEMBERS)? {
+        let (key, _) = item?;
         if MEMBERS_DROPPED_PREFIXES.iter().any(|p| key.starts_with(p))
             || MEMBERS_DROPPED_KEYS.contains(&&*key)
         {
             batch.delete_cf(CF_MEMBERS, key);
         }
     }
-    for item in backend
-        .db()
-        .iterator_cf(cf(CF_ALARM)?, rocksdb::IteratorMode::Start)
-    {
-        let (key, _) = item.map_err(MvccError::from)?;
+    for item in backend.scan(CF_ALARM)? {
+        let (key, _) = item?;
         batch.delete_cf(CF_ALARM, key);
     }
     batch.put_cf(CF_META, META_APPLIED_INDEX, 0u64.to_be_bytes());

@@ -10,6 +10,7 @@ use cairn_proto::mvccpb::{Event, KeyValue};
 
 use super::*;
 use crate::backend::{BackendBatch, CF_LEASE};
+use crate::meta::META_FINISHED_COMPACT;
 use crate::test_util::*;
 
 fn compact(store: &KvStore, rev: i64) -> Result<WriteOutcome<CompactionResponse>, MvccError> {
@@ -614,8 +615,8 @@ fn an_interrupted_compaction_is_finished_at_open() {
                            // The crash window: the compaction and its raft index are recorded, and
                            // only one of the revisions it removes (a@2) is gone.
     let backend = store.backend().clone();
-    let meta = backend.cf_handle(CF_META).unwrap();
-    let key_cf = backend.cf_handle(CF_KEY).unwrap();
+    let meta = backend.cf(CF_META).unwrap();
+    let key_cf = backend.cf(CF_KEY).unwrap();
     let mut batch = WriteBatch::default();
     batch.put_cf(meta, META_SCHEDULED_COMPACT, 5i64.to_be_bytes());
     batch.put_cf(meta, META_APPLIED_INDEX, 77u64.to_be_bytes());
@@ -630,13 +631,8 @@ fn an_interrupted_compaction_is_finished_at_open() {
         stored_revisions(&store),
         [(3, 0, false), (5, 0, true), (6, 0, false)]
     );
-    let meta = store.backend().cf_handle(CF_META).unwrap();
     assert_eq!(
-        store
-            .backend()
-            .db()
-            .get_cf(meta, META_FINISHED_COMPACT)
-            .unwrap(),
+        store.backend().get(CF_META, META_FINISHED_COMPACT).unwrap(),
         Some(5i64.to_be_bytes().to_vec())
     );
     assert_eq!(
@@ -681,11 +677,10 @@ fn extra_batch_is_committed_with_the_write() {
     assert_eq!(get(&store, "b"), None);
 
     let store = reopen(&dir, store);
-    let lease = store.backend().cf_handle(CF_LEASE).unwrap();
-    let db = store.backend().db();
-    assert!(db.get_cf(lease, b"lease-1").unwrap().is_some());
-    assert!(db.get_cf(lease, b"lease-2").unwrap().is_some());
-    assert!(db.get_cf(lease, b"lease-3").unwrap().is_none());
+    let backend = store.backend();
+    assert!(backend.get(CF_LEASE, b"lease-1").unwrap().is_some());
+    assert!(backend.get(CF_LEASE, b"lease-2").unwrap().is_some());
+    assert!(backend.get(CF_LEASE, b"lease-3").unwrap().is_none());
     assert_eq!(store.applied_index(), 4);
     assert_eq!(store.current_revision(), 2);
     assert_eq!(stored_revisions(&store), [(2, 0, false)]);

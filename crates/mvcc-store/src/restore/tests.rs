@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::backend::{CF_LEASE, CF_MEMBERS, MEMBER_ID_KEY};
+use crate::meta::{META_APPLIED_INDEX, META_CURRENT_REVISION};
 use crate::test_util::*;
 
 /// A store with history and a compaction: revision 10, compacted at 5, keys
@@ -45,10 +46,10 @@ fn older_store() -> (tempfile::TempDir, KvStore) {
 }
 
 fn cf_entries(store: &KvStore, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let backend = store.backend();
-    backend
-        .db()
-        .iterator_cf(backend.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start)
+    store
+        .backend()
+        .scan(cf)
+        .unwrap()
         .map(|item| {
             let (k, v) = item.unwrap();
             (k.to_vec(), v.to_vec())

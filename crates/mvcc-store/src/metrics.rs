@@ -1,0 +1,35 @@
+//! The store's metrics, by etcd's names, and their descriptions.
+//!
+//! Call [`describe`] once after installing a `metrics` recorder to give each its etcd
+//! HELP text, and [`record_backend_size`] now and then (the server does every second):
+//! RocksDB answers the sizes from memory.
+
+use crate::backend::Backend;
+use crate::error::MvccError;
+
+/// Gauge: bytes the backend occupies, SST files and memtables ([`Backend::size_bytes`]).
+pub const DB_TOTAL_SIZE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_bytes";
+/// Gauge: bytes of live data ([`Backend::size_in_use_bytes`]).
+pub const DB_TOTAL_SIZE_IN_USE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_use_in_bytes";
+
+/// Registers each metric's type and etcd's HELP text with the installed recorder.
+pub fn describe() {
+    metrics::describe_gauge!(
+        DB_TOTAL_SIZE_IN_BYTES,
+        "Total size of the underlying database physically allocated in bytes."
+    );
+    metrics::describe_gauge!(
+        DB_TOTAL_SIZE_IN_USE_IN_BYTES,
+        "Total size of the underlying database logically in use in bytes."
+    );
+}
+
+/// Reads `backend`'s sizes and sets [`DB_TOTAL_SIZE_IN_BYTES`] and
+/// [`DB_TOTAL_SIZE_IN_USE_IN_BYTES`]; on an error neither gauge changes.
+pub fn record_backend_size(backend: &Backend) -> Result<(), MvccError> {
+    let total = backend.size_bytes()?;
+    let in_use = backend.size_in_use_bytes()?;
+    metrics::gauge!(DB_TOTAL_SIZE_IN_BYTES).set(total as f64);
+    metrics::gauge!(DB_TOTAL_SIZE_IN_USE_IN_BYTES).set(in_use as f64);
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! How key revisions are kept in the `key` column family: each revision
+//! (see [`crate::revision`]) maps to its encoded `mvccpb::KeyValue`. Reading
+//! them back, one by one or to rebuild the whole key index.
+
+use bytes::Bytes;
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+use rocksdb::{ReadOptions, Snapshot, DB};
+
+use crate::backend::{column_family, Backend, CF_KEY};
+use crate::error::MvccError;
+use crate::key_index::TreeIndex;
+use crate::revision::Revision;
+
+/// Rebuilds the key index from `db`'s `key` column family; also returns the
+/// last main revision stored (0 if none).
+pub(crate) fn scan_key_index(db: &DB) -> Result<(TreeIndex, i64), MvccError> {
+    let mut tree = TreeIndex::default();
+    let mut last_main = 0;
+    let mut it = db.raw_iterator_cf(column_family(db, CF_KEY)?);
+    it.seek_to_first();
+    while let (Some(key), Some(value)) = (it.key(), it.value()) {
+        let (rev, tombstone) = Revision::from_key(key)?;
+        let kv = decode_kv(value)?;
+        if tombstone {
+            tree.restore_tombstone(&kv.key, rev);
+        } else {
+            tree.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+        }
+        last_main = rev.main;
+        it.next();
+    }
+    it.status().map_err(MvccError::backend)?;
+    Ok((tree, last_main))
+}
+
+/// Decodes a stored key-value.
+pub(crate) fn decode_kv(raw: &[u8]) -> Result<KeyValue, MvccError> {
+    KeyValue::decode(Bytes::copy_from_slice(raw))
+        .map_err(|err| MvccError::Corrupt(format!("undecodable key-value: {err}")))
+}
+
+/// Reads the key-values stored at `revs` (all puts), in the same order, from
+/// `snapshot` or else the latest state.
+pub(crate) fn load_kvs(
+    backend: &Backend,
+    snapshot: Option<&Snapshot<'_>>,
+    revs: &[Revision],
+) -> Result<Vec<KeyValue>, MvccError> {
+    if revs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut options = ReadOptions::default();
+    if let Some(snapshot) = snapshot {
+        options.set_snapshot(snapshot);
+    }
+    let keys: Vec<Vec<u8>> = revs.iter().map(|rev| rev.to_key(false)).collect();
+    backend
+        .db()
+        .batched_multi_get_cf_opt(backend.cf(CF_KEY)?, &keys, false, &options)
+        .into_iter()
+        .zip(revs)
+        .map(|(found, rev)| match found.map_err(MvccError::backend)? {
+            Some(raw) => decode_kv(&raw),
+            None => Err(MvccError::Corrupt(format!(
+                "revision {rev} is indexed but not stored"
+            ))),
+        })
+        .collect()
+}
