@@ -35,6 +35,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[macro_use]
+mod failpoint;
+
 mod config;
 mod error;
 mod handle;
@@ -60,18 +63,3 @@ pub use state_machine::{
 };
 pub use storage::{InitialMember, LogStore, Recovered};
 pub use transport::{NoPeers, PeerEvent, SnapshotData, Transport};
-
-/// A crash window for fault tests: with the `failpoints` feature, the fail point `$name`
-/// configured to `return` (e.g. `FAILPOINTS=raft::after_wal_write=return`) aborts the
-/// process there, as a power cut would. Without the feature it compiles to nothing.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! crash_point {
-    ($name:literal) => {
-        #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, |_| {
-            eprintln!("fail point {} reached: aborting", $name);
-            std::process::abort()
-        });
-    };
-}

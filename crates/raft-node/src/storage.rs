@@ -404,7 +404,7 @@ impl LogStore {
         self.wal.append(&batch)?;
         self.hard_state_dirty = false;
         self.snapshot_index = index;
-        crate::crash_point!("raft::after_snapshot_mark");
+        crash_point!("raft::after_snapshot_mark");
         self.mem.wl().compact(keep_from.min(index))?;
         self.wal.release_to(index)?;
         Ok(())

@@ -1,7 +1,8 @@
 //! Encoding and decoding of the records described in the crate docs ("Format on disk"),
 //! and the scan of a segment's bytes that tells a torn tail from corruption. No I/O.
 
-use crate::{EntryRecord, HardState, SnapshotMark, WalError};
+use crate::error::WalError;
+use crate::types::{EntryRecord, HardState, SnapshotMark};
 
 /// Bytes before a record's payload: length, type, checksum.
 pub(crate) const FRAME_HEADER_LEN: usize = 9;

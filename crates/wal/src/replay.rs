@@ -2,9 +2,10 @@
 //! `append` checks a batch against the same [`Position`] that replay applies, so what
 //! append accepts, replay accepts.
 
+use crate::error::WalError;
 use crate::record::Record;
 use crate::segment::Header;
-use crate::{EntryRecord, HardState, Replayed, SnapshotMark, WalBatch, WalError};
+use crate::types::{EntryRecord, HardState, Replayed, SnapshotMark, WalBatch};
 
 /// Where the log stands, as far as the index rules care.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -4,8 +4,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::error::WalError;
 use crate::record::{Encoder, HeaderFlags, Located, Record};
-use crate::{HardState, SnapshotMark, WalError};
+use crate::types::{HardState, SnapshotMark};
 
 const SUFFIX: &str = ".wal";
 

@@ -6,10 +6,11 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::io_error;
+use crate::error::WalError;
 use crate::record::{self, Encoder, ScanEnd};
 use crate::replay::{Position, Replayer};
 use crate::segment::{self, HeaderError, Segment};
-use crate::{HardState, Replayed, SnapshotMark, WalBatch, WalError, WalOptions};
+use crate::types::{HardState, Replayed, SnapshotMark, WalBatch, WalOptions};
 
 /// An open write-ahead log, ready to append. The directory is not locked: keeping a
 /// second process (or a second `Wal`) off it is the caller's job.

@@ -69,7 +69,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 })
                 .map_err(|e| format!("applying entry {}: {e}", entry.index))?;
             self.applied = entry.index;
-            crate::crash_point!("raft::between_applies");
+            crash_point!("raft::between_applies");
             let Some(id) = proposal.filter(|id| id.proposer == self.cfg.id) else {
                 continue;
             };

@@ -485,7 +485,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         self.log
             .persist(&entries, hs.as_ref())
             .map_err(|e| format!("writing the raft log: {e}"))?;
-        crate::crash_point!("raft::after_wal_write");
+        crash_point!("raft::after_wal_write");
         if !ready.persisted_messages().is_empty() {
             let msgs = ready.take_persisted_messages();
             self.send(msgs);

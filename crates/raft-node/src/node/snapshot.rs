@@ -50,7 +50,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             .sm
             .restore(&SnapshotMeta::from_raft(meta.clone()), &path)
             .map_err(|e| format!("restoring the snapshot at index {}: {e}", meta.index))?;
-        crate::crash_point!("raft::after_snapshot_restore");
+        crash_point!("raft::after_snapshot_restore");
         self.log
             .install_snapshot(snapshot, &ledger)
             .map_err(|e| format!("recording the snapshot at index {}: {e}", meta.index))?;

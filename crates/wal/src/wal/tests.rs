@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::record::{scan, Record};
-use crate::{EntryRecord, HardState, SnapshotMark};
+use crate::types::{EntryRecord, HardState, SnapshotMark};
 
 const META: &[u8] = b"member=1 cluster=7";
 
