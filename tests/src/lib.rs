@@ -24,6 +24,7 @@
 mod background;
 mod cluster;
 mod etcdctl;
+pub mod fault;
 mod grpc;
 mod ids;
 pub mod linearizability;
