@@ -129,11 +129,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse(&args) {
         Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("cairn-fault: {e}\n");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("cairn-fault: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
