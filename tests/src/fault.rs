@@ -51,18 +51,21 @@ pub enum Fault {
     BlackholeIn,
     /// Blackhole of what it sends to the others.
     BlackholeOut,
+    /// Blackhole of the connections open when it began, both ways; new ones pass.
+    BlackholeExisting,
     /// The older inbound cut: connections to the member killed, new ones refused.
     Isolate,
 }
 
 impl Fault {
     /// Every kind, in the order of the report's columns.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Blackhole,
         Fault::BlackholeIn,
         Fault::BlackholeOut,
+        Fault::BlackholeExisting,
         Fault::Isolate,
     ];
 
@@ -74,6 +77,7 @@ impl Fault {
             Fault::Blackhole => "blackhole",
             Fault::BlackholeIn => "blackhole-in",
             Fault::BlackholeOut => "blackhole-out",
+            Fault::BlackholeExisting => "blackhole-existing",
             Fault::Isolate => "isolate",
         }
     }
@@ -425,7 +429,8 @@ impl Report {
     }
 }
 
-/// Column abbreviations: k kill, p pause, b blackhole, bi / bo one-way, i isolate.
+/// Column abbreviations: k kill, p pause, b blackhole, bi / bo one-way, be existing
+/// connections only, i isolate.
 fn short(kind: Fault) -> &'static str {
     match kind {
         Fault::Kill => "k",
@@ -433,6 +438,7 @@ fn short(kind: Fault) -> &'static str {
         Fault::Blackhole => "b",
         Fault::BlackholeIn => "bi",
         Fault::BlackholeOut => "bo",
+        Fault::BlackholeExisting => "be",
         Fault::Isolate => "i",
     }
 }
@@ -653,6 +659,8 @@ type Event = (i64, String, Option<u64>, i64);
 #[derive(Default)]
 struct Watched {
     events: Vec<Event>,
+    /// When each event arrived, and from which member.
+    arrived: Vec<(SystemTime, usize)>,
     reconnects: usize,
 }
 
@@ -698,10 +706,12 @@ async fn watch_loop(
                             break;
                         }
                         let mut w = lock(&watched);
+                        let now = SystemTime::now();
                         for ev in resp.events() {
                             if let Some(e) = event(ev) {
                                 next_rev = next_rev.max(e.0 + 1);
                                 w.events.push(e);
+                                w.arrived.push((now, member));
                             }
                         }
                     }
@@ -883,13 +893,20 @@ fn run(s: &Scenario) -> Report {
                 std::thread::sleep(length);
                 cluster.members[victim].signal(libc::SIGCONT);
             }
-            Fault::Blackhole | Fault::BlackholeIn | Fault::BlackholeOut => {
+            Fault::Blackhole
+            | Fault::BlackholeIn
+            | Fault::BlackholeOut
+            | Fault::BlackholeExisting => {
                 let direction = match kind {
                     Fault::BlackholeIn => CutDirection::Inbound,
                     Fault::BlackholeOut => CutDirection::Outbound,
                     _ => CutDirection::Both,
                 };
-                cluster.cut(victim, direction, CutMode::Blackhole);
+                let mode = match kind {
+                    Fault::BlackholeExisting => CutMode::BlackholeExisting,
+                    _ => CutMode::Blackhole,
+                };
+                cluster.cut(victim, direction, mode);
                 std::thread::sleep(length);
                 cluster.heal_cuts();
             }
@@ -1028,7 +1045,14 @@ fn run(s: &Scenario) -> Report {
         Keep::OnProblem(_) | Keep::Never => None,
     };
     if let Some(dir) = keep_in {
-        report.kept = Some(keep_evidence(&mut cluster, dir, &report, &watched.events));
+        let evidence = Evidence {
+            report: &report,
+            watched: &watched,
+            writes: &writes,
+            history: &reference,
+            ops: &ops,
+        };
+        report.kept = Some(keep_evidence(&mut cluster, dir, &evidence));
     }
     report
 }
@@ -1179,9 +1203,77 @@ fn double_applies(
         .collect()
 }
 
+/// What a kept run writes besides the members' directories.
+struct Evidence<'a> {
+    report: &'a Report,
+    watched: &'a Watched,
+    writes: &'a HashMap<u64, WriteRecord>,
+    history: &'a [Event],
+    ops: &'a [crate::linearizability::Operation],
+}
+
+/// Every write without an answer in time, with the revisions its value appears at in
+/// the history and when the watcher saw them: where the stuck requests went.
+fn unknown_writes(e: &Evidence<'_>, endpoints: &[String]) -> String {
+    let mut seen_at: HashMap<i64, (SystemTime, usize)> = HashMap::new();
+    for (ev, arrived) in e.watched.events.iter().zip(&e.watched.arrived) {
+        seen_at.entry(ev.0).or_insert(*arrived);
+    }
+    let mut revs: HashMap<u64, Vec<i64>> = HashMap::new();
+    for (rev, _, v, _) in e.history {
+        if let Some(v) = v {
+            revs.entry(*v).or_default().push(*rev);
+        }
+    }
+    let mut lines = Vec::new();
+    for op in e.ops {
+        let value = match op.op {
+            Op::Write(v) => v,
+            Op::Cas { new, .. } => new,
+            Op::Read => continue,
+        };
+        if op.outcome != Outcome::Unknown {
+            continue;
+        }
+        let Some(w) = e.writes.get(&value) else {
+            continue;
+        };
+        let applied: Vec<String> = revs
+            .get(&value)
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| match seen_at.get(r) {
+                        Some((at, m)) => {
+                            format!("rev {r} (watcher on m{m} saw it {})", utc_clock(*at))
+                        }
+                        None => format!("rev {r}"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        lines.push(format!(
+            "{} client {} {} {}={value} on m{} ({}): {}",
+            utc_clock(w.called),
+            w.client,
+            w.what,
+            op.key,
+            w.member,
+            endpoints.get(w.member).map_or("", String::as_str),
+            if applied.is_empty() {
+                "never applied".to_string()
+            } else {
+                format!("applied at {}", applied.join(", "))
+            }
+        ));
+    }
+    lines.join("\n") + "\n"
+}
+
 /// Stops the members and copies their directories (data and logs), the proxies'
-/// connection events, the nemesis's log and the report into a fresh directory in `dir`.
-fn keep_evidence(cluster: &mut Cluster, dir: &Path, report: &Report, watched: &[Event]) -> PathBuf {
+/// connection events, the nemesis's log, the writes without an answer and the report
+/// into a fresh directory in `dir`.
+fn keep_evidence(cluster: &mut Cluster, dir: &Path, evidence: &Evidence<'_>) -> PathBuf {
+    let report = evidence.report;
     let run_dir = dir.join(format!(
         "run-{}-{}",
         report.seed,
@@ -1225,8 +1317,19 @@ fn keep_evidence(cluster: &mut Cluster, dir: &Path, report: &Report, watched: &[
             lines.join("\n") + "\n",
         );
     }
-    let watched: Vec<String> = watched.iter().map(|e| format!("{e:?}")).collect();
+    let watched: Vec<String> = evidence
+        .watched
+        .events
+        .iter()
+        .zip(&evidence.watched.arrived)
+        .map(|(e, (at, m))| format!("{} from m{m} {e:?}", utc_clock(*at)))
+        .collect();
     let _ = std::fs::write(run_dir.join("watched.log"), watched.join("\n") + "\n");
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
+    let _ = std::fs::write(
+        run_dir.join("unknown-writes.log"),
+        unknown_writes(evidence, &endpoints),
+    );
     for (i, m) in cluster.members.iter_mut().enumerate() {
         m.kill9();
         if let Some(root) = m.data_dir().parent() {

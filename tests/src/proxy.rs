@@ -44,6 +44,8 @@
 //!   deliver it. A sender that gave up on such a connection and closed it still gets
 //!   its last bytes delivered, followed by the end of the stream, exactly like a FIN
 //!   queued behind unacknowledged data.
+//! - [`CutMode::BlackholeExisting`]: the same for the connections that were open when
+//!   the cut began, while connections opened during it pass untouched.
 //! - [`CutMode::Kill`]: connections dialed along a cut link are shut down at once and new
 //!   ones along it are closed (the peer sees a reset-like failure and reconnects).
 //!
@@ -88,8 +90,13 @@ const EVENT_LIMIT: usize = 100_000;
 /// How a cut link treats the connections that carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CutMode {
-    /// Bytes stop, sockets stay open; buffered bytes flow when the link heals.
+    /// Bytes stop, sockets stay open; buffered bytes flow when the link heals. New
+    /// connections along the link fail.
     Blackhole,
+    /// A blackhole of the connections open when the cut began only; connections opened
+    /// later pass (a middlebox that lost the state of the existing flows, a firewall
+    /// rule written for the flows it saw).
+    BlackholeExisting,
     /// Connections dialed along the link are shut down; new ones are closed.
     Kill,
 }
@@ -190,8 +197,10 @@ struct State {
     isolated: bool,
     /// The member behind the proxy, once known.
     member: Option<u64>,
-    /// Cut directed links (from, to).
-    cuts: HashMap<(u64, u64), CutMode>,
+    /// Cut directed links (from, to), with the generation that cut them.
+    cuts: HashMap<(u64, u64), (CutMode, u64)>,
+    /// Bumped by every [`Proxy::set_cuts`].
+    generation: u64,
     conns: HashMap<u64, Conn>,
     events: Vec<ProxyEvent>,
 }
@@ -204,6 +213,8 @@ struct Conn {
     /// Whether it ever forwarded (accepted with no cut set, or identified as clear of
     /// them): then a cut stalls or kills it; before, a cut refuses it.
     established: bool,
+    /// The cut generation when it was accepted.
+    accepted: u64,
     /// Pipes still running (two at first).
     pipes: u8,
     forwarded: [u64; 2],
@@ -301,7 +312,19 @@ impl Proxy {
     /// a blackhole takes hold within a few milliseconds.
     pub fn set_cuts(&self, cuts: &HashMap<(u64, u64), CutMode>) {
         let mut state = self.shared.lock();
-        state.cuts = cuts.clone();
+        state.generation += 1;
+        let generation = state.generation;
+        // A link cut before keeps its generation (what "existing" means to it).
+        state.cuts = cuts
+            .iter()
+            .map(|(&link, &mode)| {
+                let since = match state.cuts.get(&link) {
+                    Some(&(old, since)) if old == mode => since,
+                    _ => generation,
+                };
+                (link, (mode, since))
+            })
+            .collect();
         let ids: Vec<u64> = state.conns.keys().copied().collect();
         for id in ids {
             if state.verdict(id, Toward::Member) == Verdict::Kill {
@@ -313,7 +336,12 @@ impl Proxy {
 
     /// The links currently cut.
     pub fn cuts(&self) -> HashMap<(u64, u64), CutMode> {
-        self.shared.lock().cuts.clone()
+        self.shared
+            .lock()
+            .cuts
+            .iter()
+            .map(|(&link, &(mode, _))| (link, mode))
+            .collect()
     }
 
     /// The dialer of every live connection (`None`: not known yet, or opaque).
@@ -396,9 +424,19 @@ impl State {
         let Some(conn) = self.conns.get(&id) else {
             return Verdict::Gone;
         };
+        // The cut of a link as it applies to this connection: a cut of the existing
+        // connections is a blackhole of those accepted before it, nothing to the others.
+        let accepted = conn.accepted;
+        let applies = |cut: Option<&(CutMode, u64)>| match cut {
+            Some(&(CutMode::BlackholeExisting, since)) if accepted < since => {
+                Some(CutMode::Blackhole)
+            }
+            Some(&(CutMode::BlackholeExisting, _)) | None => None,
+            Some(&(mode, _)) => Some(mode),
+        };
         let (dialer, member) = match (conn.identity, self.member) {
             (Identity::Opaque, _) => return Verdict::Forward,
-            (Identity::Sniffing, _) if self.cuts.is_empty() => {
+            (Identity::Sniffing, _) if self.cuts.values().all(|c| applies(Some(c)).is_none()) => {
                 self.establish(id);
                 return Verdict::Forward;
             }
@@ -406,8 +444,8 @@ impl State {
             (Identity::Dialer(_), None) => return Verdict::Forward,
             (Identity::Dialer(d), Some(m)) => (d, m),
         };
-        let inward = self.cuts.get(&(dialer, member)).copied();
-        let outward = self.cuts.get(&(member, dialer)).copied();
+        let inward = applies(self.cuts.get(&(dialer, member)));
+        let outward = applies(self.cuts.get(&(member, dialer)));
         if !conn.established {
             let refused = inward.is_some() || outward == Some(CutMode::Blackhole);
             if refused {
@@ -420,7 +458,7 @@ impl State {
             Toward::Dialer => outward,
         };
         match (cut, toward) {
-            (Some(CutMode::Blackhole), _) => Verdict::Hold,
+            (Some(CutMode::Blackhole | CutMode::BlackholeExisting), _) => Verdict::Hold,
             (Some(CutMode::Kill), Toward::Member) => Verdict::Kill,
             (Some(CutMode::Kill), Toward::Dialer) | (None, _) => Verdict::Forward,
         }
@@ -521,6 +559,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                 .peer_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             state.log(id, ConnEvent::Accepted(peer));
+            let accepted = state.generation;
             state.conns.insert(
                 id,
                 Conn {
@@ -528,6 +567,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                     member_side: member_reg,
                     identity: Identity::Sniffing,
                     established: false,
+                    accepted,
                     pipes: 2,
                     forwarded: [0, 0],
                 },
@@ -948,6 +988,7 @@ mod tests {
                     member_side: s,
                     identity: Identity::Sniffing,
                     established: false,
+                    accepted: 0,
                     pipes: 2,
                     forwarded: [0, 0],
                 },
@@ -956,16 +997,24 @@ mod tests {
         // Connection 0 is established before the cut, connection 1 during it.
         assert_eq!(state.verdict(0, Toward::Member), Verdict::Forward);
         state.identify(0, Some(a));
-        state.cuts.insert((a, x), CutMode::Blackhole);
+        state.cuts.insert((a, x), (CutMode::Blackhole, 1));
         assert_eq!(state.verdict(0, Toward::Member), Verdict::Hold);
         assert_eq!(state.verdict(0, Toward::Dialer), Verdict::Forward);
         assert_eq!(state.verdict(1, Toward::Dialer), Verdict::Hold);
         state.identify(1, Some(a));
         assert_eq!(state.verdict(1, Toward::Member), Verdict::Refuse);
         state.cuts.clear();
-        state.cuts.insert((x, a), CutMode::Kill);
+        state.cuts.insert((x, a), (CutMode::Kill, 2));
         assert_eq!(state.verdict(0, Toward::Member), Verdict::Forward);
-        state.cuts.insert((a, x), CutMode::Kill);
+        state.cuts.insert((a, x), (CutMode::Kill, 2));
         assert_eq!(state.verdict(0, Toward::Member), Verdict::Kill);
+        // A cut of the existing connections holds those accepted before it only.
+        state.cuts.clear();
+        state.cuts.insert((a, x), (CutMode::BlackholeExisting, 1));
+        assert_eq!(state.verdict(0, Toward::Member), Verdict::Hold);
+        if let Some(conn) = state.conns.get_mut(&0) {
+            conn.accepted = 1;
+        }
+        assert_eq!(state.verdict(0, Toward::Member), Verdict::Forward);
     }
 }
