@@ -171,6 +171,17 @@ impl Cluster {
         self.cut(index, CutDirection::Both, CutMode::Blackhole);
     }
 
+    /// How every proxy models a blackhole's edges: held bytes delivered at the sender's
+    /// next TCP retransmission after the heal instead of at once
+    /// ([`Proxy::set_tcp_backoff`]); connections opened during a cut held until it heals
+    /// instead of closed ([`Proxy::set_hold_new_connections`]).
+    pub fn set_blackhole_model(&self, tcp_backoff: bool, hold_new_connections: bool) {
+        for proxy in &self.proxies {
+            proxy.set_tcp_backoff(tcp_backoff);
+            proxy.set_hold_new_connections(hold_new_connections);
+        }
+    }
+
     /// Heals every [`Cluster::cut`]; blackholed connections deliver what they buffered.
     pub fn heal_cuts(&self) {
         let mut cuts = self.lock_cuts();

@@ -243,6 +243,9 @@ pub struct Scenario {
     pub members: usize,
     /// Concurrent clients.
     pub clients: usize,
+    /// Clients stay on their member (client i on member i mod n) after a failure
+    /// instead of moving to the next one, so a cut member keeps getting requests.
+    pub pinned: bool,
     /// Keys they share.
     pub keys: usize,
     /// Per-operation deadline: no answer by then is an unknown outcome.
@@ -260,6 +263,11 @@ pub struct Scenario {
     pub mix: Mix,
     /// How long each fault lasts, drawn uniformly from this range.
     pub fault_length: (Duration, Duration),
+    /// Blackholed bytes arrive at the sender's next TCP retransmission after the heal
+    /// (see [`Proxy::set_tcp_backoff`](crate::Proxy::set_tcp_backoff)).
+    pub tcp_backoff: bool,
+    /// Connections opened during a cut are held until it heals instead of closed.
+    pub hold_new_connections: bool,
     /// The pause after a fault is undone and the cluster agrees on a leader again.
     pub gap: (Duration, Duration),
     /// The linearizability checker's budget.
@@ -278,6 +286,7 @@ impl Scenario {
         Scenario {
             members: 3,
             clients: 10,
+            pinned: false,
             keys: 5,
             op_timeout: Duration::from_secs(2),
             duration: Duration::from_secs(60),
@@ -287,6 +296,8 @@ impl Scenario {
             mix: Mix::issue_10(),
             fault_length: (Duration::from_millis(2000), Duration::from_millis(4500)),
             gap: (Duration::from_millis(200), Duration::from_millis(1000)),
+            tcp_backoff: false,
+            hold_new_connections: false,
             check_budget: Duration::from_secs(60),
             verbose: false,
             keep: Keep::Never,
@@ -519,6 +530,7 @@ struct Shared {
     writes: Mutex<HashMap<u64, WriteRecord>>,
     keys: usize,
     op_timeout: Duration,
+    pinned: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -552,7 +564,9 @@ async fn client_loop(id: usize, shared: Arc<Shared>, seed: u64) {
         if client.is_none() {
             client = connect(&shared.endpoints[member], timeout).await;
             if client.is_none() {
-                member = (member + 1) % n;
+                if !shared.pinned {
+                    member = (member + 1) % n;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -647,7 +661,11 @@ async fn client_loop(id: usize, shared: Arc<Shared>, seed: u64) {
         }
         if failed {
             client = None;
-            member = (member + 1) % n;
+            if shared.pinned {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            } else {
+                member = (member + 1) % n;
+            }
         }
     }
 }
@@ -809,6 +827,7 @@ fn run(s: &Scenario) -> Report {
         .enable_all()
         .build()
         .expect("runtime");
+    cluster.set_blackhole_model(s.tcp_backoff, s.hold_new_connections);
     main_rt.block_on(cluster.wait_leader(None));
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
 
@@ -821,6 +840,7 @@ fn run(s: &Scenario) -> Report {
         writes: Mutex::default(),
         keys: s.keys,
         op_timeout: s.op_timeout,
+        pinned: s.pinned,
     });
     let watch_done = Arc::new(AtomicBool::new(false));
     let watched: Arc<Mutex<Watched>> = Arc::default();

@@ -195,6 +195,10 @@ struct Shared {
 struct State {
     /// [`Proxy::isolate`]: kill everything, accept nothing.
     isolated: bool,
+    /// Held bytes resume at the sender's next TCP retransmission, not at once.
+    tcp_backoff: bool,
+    /// Connections opened during a cut are held until it heals instead of closed.
+    hold_new: bool,
     /// The member behind the proxy, once known.
     member: Option<u64>,
     /// Cut directed links (from, to), with the generation that cut them.
@@ -283,6 +287,23 @@ impl Proxy {
     /// Tells the proxy the id of the member behind it (needed by [`Proxy::set_cuts`]).
     pub fn set_member_id(&self, id: u64) {
         self.shared.lock().member = Some(id);
+    }
+
+    /// Models TCP retransmission on heal: bytes a blackhole held back are delivered at
+    /// the sender's next retransmission after the heal (200 ms after the first lost
+    /// segment, then doubling: 0.2, 0.6, 1.4, 3.0, 6.2 s...), so they arrive up to
+    /// seconds after fresh connections already carry traffic again. Off by default:
+    /// held bytes flow as soon as the cut heals.
+    pub fn set_tcp_backoff(&self, on: bool) {
+        self.shared.lock().tcp_backoff = on;
+    }
+
+    /// Holds connections opened during a cut (forwarding nothing) until it heals, then
+    /// forwards what they buffered, instead of closing them (the default). A dialer's
+    /// connect then looks successful but its bytes wait: a SYN that got through while
+    /// the data did not.
+    pub fn set_hold_new_connections(&self, on: bool) {
+        self.shared.lock().hold_new = on;
     }
 
     /// Whether [`Proxy::isolate`] is in force.
@@ -449,7 +470,11 @@ impl State {
         if !conn.established {
             let refused = inward.is_some() || outward == Some(CutMode::Blackhole);
             if refused {
-                return Verdict::Refuse;
+                return if self.hold_new {
+                    Verdict::Hold
+                } else {
+                    Verdict::Refuse
+                };
             }
             self.establish(id);
         }
@@ -612,15 +637,32 @@ impl Pipe {
         let mut pending: Vec<u8> = Vec::new();
         let mut eof = false;
         let mut held_since: Option<Instant> = None;
+        // When the first byte was held back (the first "lost segment"), for the
+        // retransmission schedule.
+        let mut first_loss: Option<Instant> = None;
+        // Once the cut heals: when the held bytes go (the next retransmission).
+        let mut resume_at: Option<Instant> = None;
         // Bytes delivered since the last hold ended, until the direction goes quiet.
         let mut flushing: Option<u64> = None;
         loop {
             if self.shared.stopped.load(Ordering::SeqCst) {
                 break;
             }
-            let (verdict, sniffing) = {
+            let (verdict, sniffing, backoff) = {
                 let mut state = self.shared.lock();
-                let verdict = state.verdict(self.id, self.toward);
+                let mut verdict = state.verdict(self.id, self.toward);
+                let backoff = state.tcp_backoff;
+                if verdict == Verdict::Forward && held_since.is_some() && backoff {
+                    if resume_at.is_none() {
+                        resume_at = first_loss.map(next_retransmission);
+                    }
+                    if resume_at.is_some_and(|at| Instant::now() < at) {
+                        verdict = Verdict::Hold;
+                    }
+                } else if verdict != Verdict::Forward {
+                    // Cut again before the retransmission: the schedule goes on.
+                    resume_at = None;
+                }
                 match verdict {
                     Verdict::Kill => state.kill(self.id, ConnEvent::Killed),
                     Verdict::Refuse => state.kill(self.id, ConnEvent::Refused),
@@ -635,12 +677,14 @@ impl Pipe {
                         if let Some(since) = held_since.take() {
                             state.log(self.id, ConnEvent::Resumed(self.toward, since.elapsed()));
                             flushing = Some(0);
+                            first_loss = None;
+                            resume_at = None;
                         }
                     }
                     Verdict::Hold | Verdict::Gone => {}
                 }
                 let sniffing = state.identity(self.id) == Some(Identity::Sniffing);
-                (verdict, sniffing && sniffer.is_some())
+                (verdict, sniffing && sniffer.is_some(), backoff)
             };
             match verdict {
                 Verdict::Kill | Verdict::Refuse | Verdict::Gone => return,
@@ -667,6 +711,16 @@ impl Pipe {
                 }
                 Verdict::Forward => {}
                 Verdict::Hold if sniffing && !eof => {}
+                Verdict::Hold if backoff && held_since.is_some() && first_loss.is_none() => {
+                    // Note when the sender first has bytes for the dead path.
+                    let waiting = !pending.is_empty()
+                        || eof
+                        || self.from.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+                    if waiting {
+                        first_loss = Some(Instant::now());
+                    }
+                    continue;
+                }
                 Verdict::Hold => {
                     self.shared.wait_change();
                     continue;
@@ -708,6 +762,19 @@ impl Pipe {
         }
         self.shared.lock().pipe_done(self.id);
     }
+}
+
+/// The sender's first retransmission at or after now, for segments first lost at
+/// `lost`: Linux's 200 ms minimum RTO, doubling after each try (capped at 120 s).
+fn next_retransmission(lost: Instant) -> Instant {
+    let now = Instant::now();
+    let mut rto = Duration::from_millis(200);
+    let mut at = lost + rto;
+    while at < now {
+        rto = (rto * 2).min(Duration::from_secs(120));
+        at += rto;
+    }
+    at
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -964,6 +1031,21 @@ mod tests {
         assert_eq!(sniff(&head[..20]), Sniff::NeedMore);
         assert_eq!(sniff(head), Sniff::Dialer(0x8e9e_05c5_2164_694d));
         assert_eq!(sniff(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Sniff::Opaque);
+    }
+
+    #[test]
+    fn held_bytes_wait_for_the_next_retransmission() {
+        let lost = Instant::now() - Duration::from_millis(1000);
+        // Tries at 0.2, 0.6, 1.4, 3.0 s after the loss: 1 s after it, the next is 1.4 s.
+        assert_eq!(
+            next_retransmission(lost),
+            lost + Duration::from_millis(1400)
+        );
+        let lost = Instant::now() - Duration::from_millis(3100);
+        assert_eq!(
+            next_retransmission(lost),
+            lost + Duration::from_millis(6200)
+        );
     }
 
     #[test]

@@ -25,12 +25,19 @@ options:
                         presets issue (blackhole:follower) and all (every kind in turn)
   --members N           members (default 3)
   --clients N           clients (default 10)
+  --pinned              clients stay on their member after a failure (default: they
+                        move to the next member)
   --keys N              keys (default 5)
   --timeout S           client operation timeout in seconds (default 2)
   --snapshot-count N    the members' --snapshot-count (default 2000)
   --catchup-entries N   the members' --experimental-snapshot-catchup-entries
   --fault LO-HI         fault length range in seconds (default 2-4.5)
   --gap LO-HI           pause between faults in seconds (default 0.2-1)
+  --tcp-backoff         blackholed bytes arrive at the sender's next TCP retransmission
+                        after the heal (0.2, 0.6, 1.4, 3.0, 6.2 s after the first loss)
+                        instead of at once
+  --hold-new            connections opened during a cut are held until it heals
+                        instead of closed
   --check-budget S      linearizability checker budget in seconds (default 60)
   --keep DIR            where runs with problems keep their evidence (default
                         $TMPDIR/cairn-fault)
@@ -101,6 +108,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--mix" => a.mixes.push(value()?.parse()?),
             "--members" => s.members = number(&value()?)?,
             "--clients" => s.clients = number(&value()?)?,
+            "--pinned" => s.pinned = true,
+            "--tcp-backoff" => s.tcp_backoff = true,
+            "--hold-new" => s.hold_new_connections = true,
             "--keys" => s.keys = number(&value()?)?,
             "--timeout" => s.op_timeout = seconds(&value()?)?,
             "--snapshot-count" => s.snapshot_count = number(&value()?)?,
