@@ -13,7 +13,11 @@
 //! - the watcher saw every revision from the first write to the last exactly once, in
 //!   order;
 //! - every member's own history (a watch from revision 1 on its own endpoint) is the
-//!   same: same revision, same key, value and version.
+//!   same: same revision, same key, value and version;
+//! - no proposal reached any member's raft log twice: every entry's 8-byte proposal id
+//!   (its context) appears at one index only. This sees a request that got into the log
+//!   twice even when its second application changed nothing visible (a compare-and-swap
+//!   whose compare failed the second time).
 //!
 //! ```no_run
 //! use cairn_tests::fault::{Mix, Scenario};
@@ -362,6 +366,8 @@ pub struct Report {
     pub watch_gaps: Vec<String>,
     /// Differences between the members' histories.
     pub divergences: Vec<String>,
+    /// Proposal ids found at more than one index of a member's raft log.
+    pub duplicate_entries: Vec<String>,
     /// The last revision.
     pub final_revision: i64,
     /// What the nemesis did, with wall-clock times.
@@ -388,13 +394,18 @@ impl Report {
         }));
         out.extend(self.watch_gaps.iter().map(|g| format!("watcher: {g}")));
         out.extend(self.divergences.iter().map(|d| format!("divergence: {d}")));
+        out.extend(
+            self.duplicate_entries
+                .iter()
+                .map(|d| format!("proposal in the log twice: {d}")),
+        );
         out
     }
 
     /// The heading of [`Report::row`].
     pub fn header() -> String {
         format!(
-            "{:>3} {:>20} {:>6} {:>6} {:>5} {:>6} {:<22} {:<12} {:>4} {:>6} {:>4} {:>4}",
+            "{:>3} {:>20} {:>6} {:>6} {:>5} {:>6} {:<22} {:<12} {:>4} {:>6} {:>4} {:>4} {:>4}",
             "run",
             "seed",
             "ops",
@@ -406,7 +417,8 @@ impl Report {
             "lost",
             "double",
             "gaps",
-            "div"
+            "div",
+            "log2"
         )
     }
 
@@ -423,7 +435,7 @@ impl Report {
             Verdict::Inconclusive => "inconclusive",
         };
         format!(
-            "{:>3} {:>20} {:>6} {:>6} {:>5} {:>6} {:<22} {:<12} {:>4} {:>6} {:>4} {:>4}",
+            "{:>3} {:>20} {:>6} {:>6} {:>5} {:>6} {:<22} {:<12} {:>4} {:>6} {:>4} {:>4} {:>4}",
             run,
             self.seed,
             self.ops,
@@ -435,7 +447,8 @@ impl Report {
             self.lost_acks.len(),
             self.double_applies.len(),
             self.watch_gaps.len(),
-            self.divergences.len()
+            self.divergences.len(),
+            self.duplicate_entries.len()
         )
     }
 }
@@ -808,6 +821,25 @@ async fn agreed_leader(cluster: &Cluster, deadline: Duration) -> Option<usize> {
     }
 }
 
+/// Waits (at most 30 s) until every member reports the same applied index in two rounds
+/// of Status 100 ms apart: what was delivered late has been applied everywhere.
+async fn settled(cluster: &Cluster) {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut last: Option<Vec<u64>> = None;
+    while Instant::now() < until {
+        let mut applied = Vec::new();
+        for i in 0..cluster.members.len() {
+            applied.push(cluster.view(i).await.map_or(0, |v| v.applied));
+        }
+        let same = applied.windows(2).all(|w| w[0] == w[1]);
+        if same && last.as_ref() == Some(&applied) {
+            return;
+        }
+        last = same.then_some(applied);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn run(s: &Scenario) -> Report {
     let snapshot_count = s.snapshot_count.to_string();
     let catchup = s.catchup_entries.map(|c| c.to_string());
@@ -955,8 +987,19 @@ fn run(s: &Scenario) -> Report {
         }
     });
 
-    // Everything healed: a final linearizable read of every key, part of the history.
+    // Everything healed and delivered (bytes a blackhole held may arrive seconds after
+    // the heal, at the sender's next retransmission, and still be applied): then a final
+    // linearizable read of every key, part of the history.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.proxies().iter().any(|p| p.holding() > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "blackholed bytes still held 30 s after the last heal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     main_rt.block_on(cluster.wait_leader(None));
+    main_rt.block_on(settled(&cluster));
     let mut final_values: HashMap<String, Option<u64>> = HashMap::new();
     let mut final_rev = 0;
     main_rt.block_on(async {
@@ -1039,6 +1082,14 @@ fn run(s: &Scenario) -> Report {
         sources.push((format!("m{i}"), h));
     }
     let double_applies = double_applies(&sources, &writes, &endpoints);
+    let mut duplicate_entries = Vec::new();
+    for (i, m) in cluster.members.iter().enumerate() {
+        let wal = m.data_dir().join("member").join("wal");
+        match wal_duplicates(&wal) {
+            Ok(found) => duplicate_entries.extend(found.into_iter().map(|d| format!("m{i}: {d}"))),
+            Err(e) => duplicate_entries.push(format!("m{i}: cannot read {}: {e}", wal.display())),
+        }
+    }
     let counts = lock(&shared.counts);
     let ops = shared.history.operations();
     let mut report = Report {
@@ -1054,6 +1105,7 @@ fn run(s: &Scenario) -> Report {
         double_applies,
         watch_gaps,
         divergences,
+        duplicate_entries,
         final_revision: final_rev,
         nemesis,
         kept: None,
@@ -1081,6 +1133,95 @@ impl Scenario {
     fn fault_length_for(&self, rng: &mut SplitMix64) -> Duration {
         rng.between(self.fault_length)
     }
+}
+
+/// Proposal ids at more than one index of the raft log in `dir` (cairn's WAL: segments
+/// of records `[len u32 LE][type u8][crc u32 LE][payload]`; an entry record's payload is
+/// its index and term as u64 LE, then raft's `Entry` protobuf, whose field 6 is the
+/// context holding the proposal id). A record at index i replaces the log from i on, as
+/// on replay. Stops at the first incomplete record (the tail the member is writing).
+pub fn wal_duplicates(dir: &Path) -> std::io::Result<Vec<String>> {
+    const TYPE_ENTRY: u8 = 2;
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    names.sort();
+    let mut log: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for name in names {
+        let data = std::fs::read(&name)?;
+        let mut at = 0;
+        while let Some(header) = data.get(at..at + 9) {
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let kind = header[4];
+            let Some(payload) = data.get(at + 9..at + 9 + len) else {
+                break;
+            };
+            if kind == 0 {
+                break;
+            }
+            at += 9 + len;
+            if kind != TYPE_ENTRY || payload.len() < 16 {
+                continue;
+            }
+            let mut index = [0u8; 8];
+            index.copy_from_slice(&payload[..8]);
+            let index = u64::from_le_bytes(index);
+            let _ = log.split_off(&index);
+            log.insert(index, entry_context(&payload[16..]).unwrap_or_default());
+        }
+    }
+    let mut by_id: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for (index, id) in log {
+        if id.len() == 8 {
+            by_id.entry(id).or_default().push(index);
+        }
+    }
+    Ok(by_id
+        .into_iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(id, at)| {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            format!("proposal {hex} at indexes {at:?}")
+        })
+        .collect())
+}
+
+/// Field 6 (context) of a raft `Entry` protobuf.
+fn entry_context(mut msg: &[u8]) -> Option<Vec<u8>> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut context = None;
+    while !msg.is_empty() {
+        let tag = varint(&mut msg)?;
+        match tag & 7 {
+            0 => {
+                varint(&mut msg)?;
+            }
+            2 => {
+                let n = usize::try_from(varint(&mut msg)?).ok()?;
+                let value = msg.get(..n)?;
+                if tag >> 3 == 6 {
+                    context = Some(value.to_vec());
+                }
+                msg = &msg[n..];
+            }
+            1 => msg = msg.get(8..)?,
+            5 => msg = msg.get(4..)?,
+            _ => return None,
+        }
+    }
+    context
 }
 
 /// Gaps, repeats and disorder in the watcher's revisions (each revision holds one event
@@ -1412,6 +1553,39 @@ mod tests {
         assert_eq!(
             watch_problems(&events[1..], 4),
             vec!["revision 3 after 1".to_string()]
+        );
+    }
+
+    #[test]
+    fn a_proposal_id_at_two_indexes_of_the_wal_is_found() {
+        fn entry_record(index: u64, id: u64) -> Vec<u8> {
+            // Entry { term: 2, index, data: "x", context: id }
+            let mut entry = vec![0x10, 2, 0x18, index as u8, 0x22, 1, b'x', 0x32, 8];
+            entry.extend_from_slice(&id.to_be_bytes());
+            let mut payload = index.to_le_bytes().to_vec();
+            payload.extend_from_slice(&2u64.to_le_bytes());
+            payload.extend_from_slice(&entry);
+            let mut rec = (payload.len() as u32).to_le_bytes().to_vec();
+            rec.push(2);
+            rec.extend_from_slice(&[0; 4]);
+            rec.extend_from_slice(&payload);
+            rec
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let mut seg = Vec::new();
+        for (index, id) in [(1, 10), (2, 11), (3, 12), (2, 13), (3, 14), (4, 10)] {
+            seg.extend(entry_record(index, id));
+        }
+        seg.extend_from_slice(&[9, 0, 0]); // a torn tail
+        std::fs::write(
+            dir.path().join("0000000000000000-0000000000000001.wal"),
+            seg,
+        )
+        .expect("write");
+        // Index 2 and 3 were rewritten (11, 12 are gone); 10 is at 1 and 4.
+        assert_eq!(
+            wal_duplicates(dir.path()).expect("read"),
+            vec!["proposal 000000000000000a at indexes [1, 4]".to_string()]
         );
     }
 

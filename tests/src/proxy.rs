@@ -219,6 +219,8 @@ struct Conn {
     established: bool,
     /// The cut generation when it was accepted.
     accepted: u64,
+    /// Which directions (by [`Toward`]) a blackhole holds now.
+    held: [bool; 2],
     /// Pipes still running (two at first).
     pipes: u8,
     forwarded: [u64; 2],
@@ -383,6 +385,18 @@ impl Proxy {
         out.into_iter().map(|(_, d)| d).collect()
     }
 
+    /// How many directions of live connections a blackhole holds back now (bytes of a
+    /// healed cut waiting for their retransmission included): 0 once everything a cut
+    /// held has been delivered.
+    pub fn holding(&self) -> usize {
+        self.shared
+            .lock()
+            .conns
+            .values()
+            .map(|c| c.held.iter().filter(|h| **h).count())
+            .sum()
+    }
+
     /// Everything that happened to its connections so far, oldest first.
     pub fn events(&self) -> Vec<ProxyEvent> {
         self.shared.lock().events.clone()
@@ -486,6 +500,12 @@ impl State {
             (Some(CutMode::Blackhole | CutMode::BlackholeExisting), _) => Verdict::Hold,
             (Some(CutMode::Kill), Toward::Member) => Verdict::Kill,
             (Some(CutMode::Kill), Toward::Dialer) | (None, _) => Verdict::Forward,
+        }
+    }
+
+    fn set_held(&mut self, id: u64, toward: Toward, held: bool) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.held[toward as usize] = held;
         }
     }
 
@@ -593,6 +613,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
                     identity: Identity::Sniffing,
                     established: false,
                     accepted,
+                    held: [false; 2],
                     pipes: 2,
                     forwarded: [0, 0],
                 },
@@ -670,11 +691,13 @@ impl Pipe {
                         // A connection held while its dialer is unknown is not cut yet.
                         if state.identity(self.id) != Some(Identity::Sniffing) {
                             held_since = Some(Instant::now());
+                            state.set_held(self.id, self.toward, true);
                             state.log(self.id, ConnEvent::Held(self.toward));
                         }
                     }
                     Verdict::Forward => {
                         if let Some(since) = held_since.take() {
+                            state.set_held(self.id, self.toward, false);
                             state.log(self.id, ConnEvent::Resumed(self.toward, since.elapsed()));
                             flushing = Some(0);
                             first_loss = None;
@@ -1071,6 +1094,7 @@ mod tests {
                     identity: Identity::Sniffing,
                     established: false,
                     accepted: 0,
+                    held: [false; 2],
                     pipes: 2,
                     forwarded: [0, 0],
                 },
