@@ -250,6 +250,10 @@ pub struct Scenario {
     /// Clients stay on their member (client i on member i mod n) after a failure
     /// instead of moving to the next one, so a cut member keeps getting requests.
     pub pinned: bool,
+    /// A put without an answer in time is sent again once, same key and value, to the
+    /// next member, as a retrying client would: the values are then no longer unique
+    /// per request, and a late original shows up as a double apply.
+    pub retry_puts: bool,
     /// Keys they share.
     pub keys: usize,
     /// Per-operation deadline: no answer by then is an unknown outcome.
@@ -291,6 +295,7 @@ impl Scenario {
             members: 3,
             clients: 10,
             pinned: false,
+            retry_puts: false,
             keys: 5,
             op_timeout: Duration::from_secs(2),
             duration: Duration::from_secs(60),
@@ -523,6 +528,8 @@ struct WriteRecord {
     called: SystemTime,
     took: Option<Duration>,
     what: &'static str,
+    /// Sent again after the timeout (`retry_puts`): to this member, answered or not.
+    retried: Option<(usize, bool)>,
 }
 
 #[derive(Default)]
@@ -544,6 +551,7 @@ struct Shared {
     keys: usize,
     op_timeout: Duration,
     pinned: bool,
+    retry_puts: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -660,6 +668,32 @@ async fn client_loop(id: usize, shared: Arc<Shared>, seed: u64) {
                         None
                     }
                 };
+                let retried = if took.is_none() && kind == 1 && shared.retry_puts {
+                    let to = (member + 1) % n;
+                    let pending = shared.history.begin(id, &name, Op::Write(value));
+                    let again = async {
+                        let mut c = connect(&shared.endpoints[to], timeout).await?;
+                        c.put(name.as_str(), value.to_string(), None).await.ok()
+                    };
+                    let answered = match tokio::time::timeout(timeout, again).await {
+                        Ok(Some(resp)) => {
+                            shared.history.end(pending, Outcome::Written);
+                            let rev = resp.header().map_or(0, |h| h.revision());
+                            lock(&shared.acks).push((name.clone(), value, rev));
+                            last_seen.insert(k, Some(value));
+                            lock(&shared.counts).ok += 1;
+                            true
+                        }
+                        _ => {
+                            shared.history.end(pending, Outcome::Unknown);
+                            lock(&shared.counts).unknown += 1;
+                            false
+                        }
+                    };
+                    Some((to, answered))
+                } else {
+                    None
+                };
                 lock(&shared.writes).insert(
                     value,
                     WriteRecord {
@@ -668,6 +702,7 @@ async fn client_loop(id: usize, shared: Arc<Shared>, seed: u64) {
                         called,
                         took,
                         what,
+                        retried,
                     },
                 );
             }
@@ -873,6 +908,7 @@ fn run(s: &Scenario) -> Report {
         keys: s.keys,
         op_timeout: s.op_timeout,
         pinned: s.pinned,
+        retry_puts: s.retry_puts,
     });
     let watch_done = Arc::new(AtomicBool::new(false));
     let watched: Arc<Mutex<Watched>> = Arc::default();
@@ -1324,7 +1360,7 @@ fn double_applies(
                 || "an unknown request".to_string(),
                 |w| {
                     format!(
-                        "client {} ({}) on m{} {} at {}, {}",
+                        "client {} ({}) on m{} {} at {}, {}{}",
                         w.client,
                         w.what,
                         w.member,
@@ -1333,6 +1369,11 @@ fn double_applies(
                         match w.took {
                             Some(t) => format!("answered after {t:?}"),
                             None => "no answer in time".to_string(),
+                        },
+                        match w.retried {
+                            Some((to, true)) => format!(", re-sent to m{to}: answered"),
+                            Some((to, false)) => format!(", re-sent to m{to}: no answer"),
+                            None => String::new(),
                         }
                     )
                 },

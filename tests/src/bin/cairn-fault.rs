@@ -33,6 +33,8 @@ options:
   --catchup-entries N   the members' --experimental-snapshot-catchup-entries
   --fault LO-HI         fault length range in seconds (default 2-4.5)
   --gap LO-HI           pause between faults in seconds (default 0.2-1)
+  --retry-puts          a put without an answer in time is re-sent once, same value, to
+                        the next member (a retrying client; values stop being unique)
   --tcp-backoff         blackholed bytes arrive at the sender's next TCP retransmission
                         after the heal (0.2, 0.6, 1.4, 3.0, 6.2 s after the first loss)
                         instead of at once
@@ -110,6 +112,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--clients" => s.clients = number(&value()?)?,
             "--pinned" => s.pinned = true,
             "--tcp-backoff" => s.tcp_backoff = true,
+            "--retry-puts" => s.retry_puts = true,
             "--hold-new" => s.hold_new_connections = true,
             "--keys" => s.keys = number(&value()?)?,
             "--timeout" => s.op_timeout = seconds(&value()?)?,
