@@ -164,7 +164,10 @@ fn main() -> ExitCode {
     for (i, mix) in a.mixes.iter().enumerate() {
         println!("mix {i}: {mix}");
     }
-    println!("faults: k kill, p pause, b blackhole, bi/bo one-way in/out, i isolate\n");
+    println!(
+        "faults: k kill, p pause, b blackhole, bi/bo one-way in/out, be existing connections \
+         only, i isolate\n"
+    );
     println!("{} mix", Report::header());
     let mut reports: Vec<(usize, Result<Report, String>)> = Vec::new();
     for run in 0..a.runs {
