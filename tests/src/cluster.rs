@@ -1,12 +1,15 @@
 //! A cluster of server processes on loopback: static bootstrap with `--initial-cluster`,
 //! members found by their own status, leader waits with a deadline; optionally a TCP
-//! proxy in front of every member's peer port to partition it ([`Cluster::isolate`]).
+//! proxy in front of every member's peer port to partition it: [`Cluster::cut`]
+//! (blackholes or kills, one way or both) and the older [`Cluster::isolate`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::net::free_port;
-use crate::proxy::Proxy;
+use crate::proxy::{CutMode, Proxy};
 use crate::server::{Server, ServerOpts};
 
 /// How long a cluster may take to elect a leader.
@@ -19,7 +22,22 @@ pub struct Cluster {
     /// One proxy per member in front of its peer port (empty unless started with
     /// [`Cluster::start_with_proxies`]); dropped after the members.
     proxies: Vec<Proxy>,
+    /// Member ids by index, from each member's Status (empty without proxies).
+    ids: Vec<u64>,
+    /// The directed links (from id, to id) cut now.
+    cuts: Mutex<HashMap<(u64, u64), CutMode>>,
     token: String,
+}
+
+/// Which of a member's links to the others a [`Cluster::cut`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CutDirection {
+    /// Only what the others send to it.
+    Inbound,
+    /// Only what it sends to the others.
+    Outbound,
+    /// Both ways: the member is cut off.
+    Both,
 }
 
 /// What one member says about the cluster (from its Maintenance.Status).
@@ -98,10 +116,110 @@ impl Cluster {
         for m in &mut members {
             m.wait_ready();
         }
+        let ids = if proxied {
+            member_ids(&members)
+        } else {
+            Vec::new()
+        };
+        for (proxy, id) in proxies.iter().zip(&ids) {
+            proxy.set_member_id(*id);
+        }
         Cluster {
             members,
             proxies,
+            ids,
+            cuts: Mutex::default(),
             token,
+        }
+    }
+
+    /// The id of member `index` (clusters started with proxies).
+    pub fn member_id(&self, index: usize) -> u64 {
+        self.ids[index]
+    }
+
+    /// The index of the member with id `id`.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.ids.iter().position(|&m| m == id)
+    }
+
+    /// Cuts member `index` off from every other member in `direction`, the way `mode`
+    /// says (see [`Proxy`]: a blackhole stalls the bytes of the existing connections,
+    /// keeps them open and delivers what they buffered on [`Cluster::heal_cuts`]; new
+    /// connections along a cut link fail). Adds to the cuts already in place.
+    ///
+    /// # Panics
+    ///
+    /// If the cluster was not started with [`Cluster::start_with_proxies`].
+    pub fn cut(&self, index: usize, direction: CutDirection, mode: CutMode) {
+        let me = self.proxied_id(index);
+        let mut cuts = self.lock_cuts();
+        for (_, &other) in self.ids.iter().enumerate().filter(|(i, _)| *i != index) {
+            if matches!(direction, CutDirection::Inbound | CutDirection::Both) {
+                cuts.insert((other, me), mode);
+            }
+            if matches!(direction, CutDirection::Outbound | CutDirection::Both) {
+                cuts.insert((me, other), mode);
+            }
+        }
+        self.install(&cuts);
+    }
+
+    /// Blackholes member `index` in both directions: a follower or leader behind a dead
+    /// network, all of its peer connections open and silent.
+    pub fn blackhole(&self, index: usize) {
+        self.cut(index, CutDirection::Both, CutMode::Blackhole);
+    }
+
+    /// How every proxy models a blackhole's edges: held bytes delivered at the sender's
+    /// next TCP retransmission after the heal instead of at once
+    /// ([`Proxy::set_tcp_backoff`]); connections opened during a cut held until it heals
+    /// instead of closed ([`Proxy::set_hold_new_connections`]).
+    pub fn set_blackhole_model(&self, tcp_backoff: bool, hold_new_connections: bool) {
+        for proxy in &self.proxies {
+            proxy.set_tcp_backoff(tcp_backoff);
+            proxy.set_hold_new_connections(hold_new_connections);
+        }
+    }
+
+    /// Heals every [`Cluster::cut`]; blackholed connections deliver what they buffered.
+    pub fn heal_cuts(&self) {
+        let mut cuts = self.lock_cuts();
+        cuts.clear();
+        self.install(&cuts);
+    }
+
+    /// The links cut now, as (from index, to index, mode), sorted.
+    pub fn cut_links(&self) -> Vec<(usize, usize, CutMode)> {
+        let mut out: Vec<(usize, usize, CutMode)> = self
+            .lock_cuts()
+            .iter()
+            .filter_map(|(&(a, b), &mode)| Some((self.index_of(a)?, self.index_of(b)?, mode)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn proxied_id(&self, index: usize) -> u64 {
+        *self
+            .ids
+            .get(index)
+            .expect("cuts need a cluster started with Cluster::start_with_proxies")
+    }
+
+    fn lock_cuts(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), CutMode>> {
+        self.cuts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives each proxy the cut links with an end at its member.
+    fn install(&self, cuts: &HashMap<(u64, u64), CutMode>) {
+        for (proxy, &id) in self.proxies.iter().zip(&self.ids) {
+            let mine: HashMap<(u64, u64), CutMode> = cuts
+                .iter()
+                .filter(|((a, b), _)| *a == id || *b == id)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            proxy.set_cuts(&mine);
         }
     }
 
@@ -124,9 +242,13 @@ impl Cluster {
         self.proxy(index).heal();
     }
 
-    /// Whether member `index` is isolated.
+    /// Whether member `index` is isolated ([`Cluster::isolate`]) or has a link cut.
     pub fn is_isolated(&self, index: usize) -> bool {
-        self.proxies.get(index).is_some_and(Proxy::is_isolated)
+        let cut = self
+            .ids
+            .get(index)
+            .is_some_and(|id| self.lock_cuts().keys().any(|(a, b)| a == id || b == id));
+        cut || self.proxies.get(index).is_some_and(Proxy::is_isolated)
     }
 
     /// The proxy in front of member `index`'s peer port.
@@ -134,6 +256,11 @@ impl Cluster {
         self.proxies
             .get(index)
             .expect("isolate/heal need a cluster started with Cluster::start_with_proxies")
+    }
+
+    /// Every proxy, by member index (empty without proxies).
+    pub fn proxies(&self) -> &[Proxy] {
+        &self.proxies
     }
 
     /// The `--initial-cluster-token` shared by the members.
@@ -230,6 +357,46 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Each member's id from its own Status header, asked on a thread of its own (so that
+/// a cluster can be started from inside an async runtime too).
+fn member_ids(members: &[Server]) -> Vec<u64> {
+    let endpoints: Vec<Vec<String>> = members.iter().map(Server::endpoints).collect();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut ids = Vec::new();
+            for endpoint in endpoints {
+                let deadline = Instant::now() + LEADER_DEADLINE;
+                let id = loop {
+                    let options = etcd_client::ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(500))
+                        .with_timeout(Duration::from_secs(1));
+                    let status = async {
+                        let mut client =
+                            etcd_client::Client::connect(&endpoint, Some(options)).await?;
+                        client.status().await
+                    };
+                    match status.await {
+                        Ok(st) => break st.header().map(|h| h.member_id()),
+                        Err(e) => assert!(
+                            Instant::now() < deadline,
+                            "no Status from {endpoint:?} within {LEADER_DEADLINE:?}: {e}"
+                        ),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                ids.push(id.expect("Status has a header"));
+            }
+            ids
+        })
+    })
+    .join()
+    .expect("member id thread")
 }
 
 /// Connects to `endpoint` alone and watches every key from `start_revision` (the

@@ -24,6 +24,7 @@
 mod background;
 mod cluster;
 mod etcdctl;
+pub mod fault;
 mod grpc;
 pub mod history;
 mod ids;
@@ -33,12 +34,12 @@ mod proxy;
 mod server;
 
 pub use background::{metric_gauge, wait_for_watchers, CtlProcess, BACKGROUND_DEADLINE};
-pub use cluster::{watch_all_from, Cluster, MemberView, LEADER_DEADLINE};
+pub use cluster::{watch_all_from, Cluster, CutDirection, MemberView, LEADER_DEADLINE};
 pub use etcdctl::{etcdctl, etcdctl_with_stdin, CtlOutput};
 pub use grpc::{assert_status, grpc_status};
 pub use ids::{cluster_id, member_id};
 pub use net::{free_port, http_get, http_request, HttpResponse};
-pub use proxy::Proxy;
+pub use proxy::{utc_clock, ConnEvent, CutMode, Proxy, ProxyEvent, Toward};
 pub use server::{expected_version, server_kind, Server, ServerKind, ServerOpts};
 
 /// Re-exported so tests use the exact client version the harness connects with.

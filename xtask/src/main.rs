@@ -1,6 +1,7 @@
 //! cairn's developer commands: `cargo xtask <command>`.
 
 mod bench;
+mod fault;
 
 use std::process::Command;
 
@@ -12,7 +13,10 @@ commands:
   test    run the whole test suite (same as scripts/test.sh and CI)
   serve   build and run a single-member cairn on localhost:2379 (scripts/run.sh)
   bench   load generator for any etcd v3 endpoint, and `bench compare` (cairn vs etcd);
-          `cargo xtask bench --help` lists the workloads";
+          `cargo xtask bench --help` lists the workloads
+  fault   fault-injection runs (blackholes, one-way cuts, kills, pauses) against a 3-member
+          cluster with a table of linearizability, lost acks, double applies, watch gaps;
+          `cargo xtask fault --help` lists the options";
 
 /// The workspace root (xtask's parent directory).
 fn workspace_root() -> anyhow::Result<&'static std::path::Path> {
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => script("test.sh", &args[1..]),
         Some("serve") => script("run.sh", &args[1..]),
         Some("bench") => bench::main(&args[1..]),
+        Some("fault") => fault::main(&args[1..]),
         _ => {
             println!("{USAGE}");
             Ok(())
