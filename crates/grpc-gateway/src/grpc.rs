@@ -102,9 +102,10 @@ impl<A: ?Sized> Service<A> {
         Req: prost::Message,
     {
         metrics::started(RpcType::Unary, service, method);
+        let deadline = crate::deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         let result = match self.limits.check(&req) {
-            Ok(()) => call(&self.api, req).await,
+            Ok(()) => crate::deadline::scope(deadline, call(&self.api, req)).await,
             Err(e) => Err(e),
         };
         let code = result.as_ref().map_or_else(EtcdError::code, |_| Code::Ok);

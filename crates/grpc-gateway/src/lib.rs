@@ -30,6 +30,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -49,6 +49,14 @@ pub struct NodeConfig {
     /// Committed entries not yet applied before new proposals are refused (etcd's
     /// `maxGapBetweenApplyAndCommitIndex`).
     pub max_apply_lag: u64,
+    /// How far members' clocks may disagree: a forwarded proposal is dropped once this
+    /// much past its deadline (see [`crate::proposal`]).
+    pub proposal_clock_tolerance: Duration,
+    /// How long a proposal may take to reach the leader: its deadline is never later than
+    /// this after it was made, whatever its client's. A proposal takes milliseconds to
+    /// reach the leader; one delivered seconds later was stuck in a connection that has
+    /// just healed, and by then its client may have retried elsewhere.
+    pub max_forward_delay: Duration,
     /// Ticks a read-index request may stay unanswered before it is asked again (raft may
     /// drop it silently, e.g. while a new leader has not yet committed in its term).
     pub read_index_retry_ticks: usize,
@@ -80,6 +88,8 @@ impl NodeConfig {
             max_queued_commands: 16 * 1024,
             max_queued_proposal_bytes: 64 * 1024 * 1024,
             max_apply_lag: 5_000,
+            proposal_clock_tolerance: Duration::from_secs(1),
+            max_forward_delay: Duration::from_secs(1),
             read_index_retry_ticks: 5,
             initial_election_tick_advance: true,
         }

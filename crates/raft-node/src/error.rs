@@ -10,6 +10,9 @@ pub enum RaftError {
     /// proposals, or applying lags committing): etcd's `too many requests`.
     #[error("too many requests")]
     TooManyRequests,
+    /// The proposal's deadline passed before raft could take it.
+    #[error("the proposal's deadline passed")]
+    DeadlineExceeded,
     /// The node has stopped (shut down or failed); nothing more is accepted.
     #[error("raft node stopped")]
     Stopped,

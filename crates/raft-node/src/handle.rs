@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
@@ -57,6 +58,8 @@ pub(crate) type Reply<O> = oneshot::Sender<Result<O, RaftError>>;
 pub(crate) enum Command<O> {
     Propose {
         data: Vec<u8>,
+        /// Milliseconds since the Unix epoch after which the proposal must not be taken.
+        deadline_ms: Option<u64>,
         reply: Reply<O>,
     },
     ProposeConfChange {
@@ -141,6 +144,20 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// the wait with their own timeout. Refused at once with
     /// [`RaftError::TooManyRequests`] when the raft thread is too far behind.
     pub async fn propose(&self, data: Vec<u8>) -> Result<O, RaftError> {
+        self.propose_with(data, None).await
+    }
+
+    /// Like [`RaftHandle::propose`], for a proposal nobody waits for after `deadline`:
+    /// raft does not take it after that (on this member or, forwarded, on the leader).
+    pub async fn propose_until(&self, data: Vec<u8>, deadline: SystemTime) -> Result<O, RaftError> {
+        let ms = deadline
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.propose_with(data, Some(ms)).await
+    }
+
+    async fn propose_with(&self, data: Vec<u8>, deadline_ms: Option<u64>) -> Result<O, RaftError> {
         if self.apply_lags() {
             return Err(RaftError::TooManyRequests);
         }
@@ -151,7 +168,11 @@ impl<O: Send + 'static> RaftHandle<O> {
             return Err(RaftError::TooManyRequests);
         }
         let (reply, rx) = oneshot::channel();
-        if let Err(e) = self.offer(Command::Propose { data, reply }) {
+        if let Err(e) = self.offer(Command::Propose {
+            data,
+            deadline_ms,
+            reply,
+        }) {
             release_bytes(&self.backlog, n);
             return Err(e);
         }

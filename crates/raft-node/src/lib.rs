@@ -42,6 +42,7 @@ mod config;
 mod error;
 mod handle;
 mod id;
+pub mod metrics;
 mod node;
 mod peer;
 pub mod proposal;

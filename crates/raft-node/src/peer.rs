@@ -494,7 +494,7 @@ impl<O: Send + 'static> Peer for PeerService<O> {
             let mut newest = self.newest.lock();
             let seen = newest.entry(batch.from).or_insert(0);
             if batch.stream_id < *seen {
-                metrics::counter!("cairn_network_peer_stale_batches_total").increment(1);
+                metrics::counter!(crate::metrics::PEER_STALE_BATCHES_TOTAL).increment(1);
                 tracing::info!(
                     from = %format!("{:x}", batch.from),
                     stream = batch.stream_id,
@@ -515,7 +515,7 @@ impl<O: Send + 'static> Peer for PeerService<O> {
                     Ok(()) => {}
                     // raft retransmits what a full queue drops.
                     Err(RaftError::TooManyRequests) => {
-                        metrics::counter!("cairn_network_peer_dropped_messages_total").increment(1);
+                        metrics::counter!(crate::metrics::PEER_DROPPED_MESSAGES_TOTAL).increment(1);
                     }
                     Err(_) => return Err(Status::unavailable("raft node stopped")),
                 }

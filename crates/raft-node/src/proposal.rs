@@ -12,6 +12,14 @@
 //! only if its sequence is above that; anything else (a duplicate, or a proposal older
 //! than one already applied from the same member) changes nothing but the applied index.
 //!
+//! A proposal may also carry a **deadline** (the proposer's wall clock, in milliseconds):
+//! the time after which its client no longer waits. A member that receives a forwarded
+//! proposal past its deadline drops it instead of appending it, so that a proposal stuck
+//! in the network (a connection that heals seconds later) is never applied after its
+//! client was told it timed out — and a client that then retried does not see its write
+//! applied twice. Members' clocks must agree within
+//! [`NodeConfig::proposal_clock_tolerance`](crate::NodeConfig::proposal_clock_tolerance).
+//!
 //! The ledger is replicated state: at any log index it is a function of the log before
 //! it, so every member takes the same decision for the same entry. It is written with
 //! every snapshot mark of the log (a restart replays the entries after the mark through
@@ -24,6 +32,10 @@ use std::collections::BTreeMap;
 const CONTEXT_TAG: u8 = 0xC1;
 /// Length of an entry context holding a [`ProposalId`]: tag, proposer, sequence.
 const CONTEXT_LEN: usize = 17;
+/// The first byte of an entry context that holds a [`ProposalId`] and a deadline.
+const CONTEXT_TAG_DEADLINE: u8 = 0xC2;
+/// Its length: tag, proposer, sequence, deadline.
+const CONTEXT_LEN_DEADLINE: usize = 25;
 
 /// Who proposed an entry, and the proposal's sequence number on that member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,31 +47,48 @@ pub struct ProposalId {
 }
 
 impl ProposalId {
-    /// The raft entry context carrying this id.
-    pub fn to_context(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(CONTEXT_LEN);
-        out.push(CONTEXT_TAG);
+    /// The raft entry context carrying this id and, if given, the deadline (milliseconds
+    /// since the Unix epoch) after which the proposal must not be appended any more.
+    pub fn to_context(self, deadline_ms: Option<u64>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CONTEXT_LEN_DEADLINE);
+        out.push(if deadline_ms.is_some() {
+            CONTEXT_TAG_DEADLINE
+        } else {
+            CONTEXT_TAG
+        });
         out.extend_from_slice(&self.proposer.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
+        if let Some(deadline) = deadline_ms {
+            out.extend_from_slice(&deadline.to_be_bytes());
+        }
         out
     }
 
     /// The id in an entry context, if it holds one (entries made by raft itself, or by
     /// older versions, have none).
     pub fn from_context(context: &[u8]) -> Option<ProposalId> {
-        if context.len() != CONTEXT_LEN || context[0] != CONTEXT_TAG {
-            return None;
+        match (context.first(), context.len()) {
+            (Some(&CONTEXT_TAG), CONTEXT_LEN)
+            | (Some(&CONTEXT_TAG_DEADLINE), CONTEXT_LEN_DEADLINE) => Some(ProposalId {
+                proposer: word(context, 1),
+                seq: word(context, 9),
+            }),
+            _ => None,
         }
-        let word = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&context[at..at + 8]);
-            u64::from_be_bytes(b)
-        };
-        Some(ProposalId {
-            proposer: word(1),
-            seq: word(9),
-        })
     }
+
+    /// The deadline in an entry context, if it holds one (milliseconds since the Unix
+    /// epoch).
+    pub fn deadline_in_context(context: &[u8]) -> Option<u64> {
+        (context.first() == Some(&CONTEXT_TAG_DEADLINE) && context.len() == CONTEXT_LEN_DEADLINE)
+            .then(|| word(context, 17))
+    }
+}
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
 }
 
 /// What the ledger says of a committed proposal.
@@ -168,9 +197,18 @@ mod tests {
             proposer: 0x8e9e_05c5_2164_694d,
             seq: 42,
         };
-        let ctx = id.to_context();
+        let ctx = id.to_context(None);
         assert_eq!(ctx.len(), 17);
         assert_eq!(ProposalId::from_context(&ctx), Some(id));
+        assert_eq!(ProposalId::deadline_in_context(&ctx), None);
+        let with_deadline = id.to_context(Some(1_700_000_000_123));
+        assert_eq!(with_deadline.len(), 25);
+        assert_eq!(ProposalId::from_context(&with_deadline), Some(id));
+        assert_eq!(
+            ProposalId::deadline_in_context(&with_deadline),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(ProposalId::from_context(&with_deadline[..17]), None);
         assert_eq!(ProposalId::from_context(&[]), None);
         assert_eq!(ProposalId::from_context(&42u64.to_be_bytes()), None);
         let mut other = ctx.clone();

@@ -366,7 +366,7 @@ impl LogStore {
         }
         let started = std::time::Instant::now();
         self.wal.append(&batch)?;
-        metrics::histogram!("etcd_disk_wal_fsync_duration_seconds")
+        metrics::histogram!(crate::metrics::WAL_FSYNC_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         if batch.hard_state.is_some() {
             self.hard_state_dirty = false;

@@ -85,6 +85,10 @@ impl Failure<'_> {
                 ..
             } => EtcdError::TooManyRequests,
             Failure::Raft {
+                error: RaftError::DeadlineExceeded,
+                ..
+            } => EtcdError::Timeout,
+            Failure::Raft {
                 error: RaftError::Stopped | RaftError::Fatal(_),
                 ..
             } => EtcdError::Stopped,
@@ -372,6 +376,11 @@ mod tests {
                 expect(Code::ResourceExhausted, "etcdserver: too many requests"),
             ),
             (
+                &RaftError::DeadlineExceeded,
+                true,
+                expect(Code::Unavailable, "etcdserver: request timed out"),
+            ),
+            (
                 &RaftError::Stopped,
                 true,
                 expect(Code::Unavailable, "etcdserver: server stopped"),
@@ -394,12 +403,13 @@ mod tests {
             .map(|(e, _, _)| match e {
                 RaftError::ProposalDropped(_) => 0,
                 RaftError::TooManyRequests => 1,
-                RaftError::Stopped => 2,
-                RaftError::Fatal(_) => 3,
+                RaftError::DeadlineExceeded => 2,
+                RaftError::Stopped => 3,
+                RaftError::Fatal(_) => 4,
             })
             .collect();
         rows.dedup();
-        assert_eq!(rows, (0..4).collect::<Vec<_>>());
+        assert_eq!(rows, (0..5).collect::<Vec<_>>());
     }
 
     #[test]

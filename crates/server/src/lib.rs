@@ -192,6 +192,8 @@ fn start_raft(
     node_cfg.snapshot_count = cfg.snapshot_count;
     node_cfg.snapshot_catchup_entries = cfg.experimental_snapshot_catchup_entries;
     node_cfg.initial_election_tick_advance = cfg.initial_election_tick_advance;
+    // A forwarded proposal older than an election timeout was stuck in the network.
+    node_cfg.max_forward_delay = (tick * election_ticks as u32).max(Duration::from_secs(1));
     let hooks = Arc::new(MemberHooks::new(Some(watchers.hub.clone())));
     let applier = Applier::new(local.store.clone(), hooks)
         .with_lessor(local.lessor.clone())

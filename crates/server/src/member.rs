@@ -177,7 +177,18 @@ impl Member {
         if data.len() > self.limits.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
-        match tokio::time::timeout(self.limits.request_timeout, self.raft.propose(data)).await {
+        // Raft must not take the proposal once its client stopped waiting (the client's
+        // own deadline, or ours): a late copy applied after a client retried would apply
+        // the write twice.
+        let wait = cairn_grpc_gateway::deadline::current()
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+            .map_or(self.limits.request_timeout, |left| {
+                left.min(self.limits.request_timeout)
+            });
+        let proposal = self
+            .raft
+            .propose_until(data, std::time::SystemTime::now() + wait);
+        match tokio::time::timeout(self.limits.request_timeout, proposal).await {
             Ok(Ok(Applied::Failed(e))) => Err(e),
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),

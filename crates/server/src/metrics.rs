@@ -4,10 +4,8 @@
 //! [`crate::run`] calls it at start.
 
 use cairn_lease_manager::metrics::{GRANTED_TOTAL, RENEWED_TOTAL, REVOKED_TOTAL, TTL_TOTAL};
+use cairn_raft_node::metrics::WAL_FSYNC_DURATION_SECONDS;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
-
-/// WAL fsync latency, recorded by `cairn-raft-node`; named here for its buckets.
-const WAL_FSYNC_DURATION_SECONDS: &str = "etcd_disk_wal_fsync_duration_seconds";
 
 /// Describes the metrics of every crate the server records through.
 pub fn describe() {
@@ -15,6 +13,7 @@ pub fn describe() {
     cairn_mvcc_store::metrics::describe();
     cairn_lease_manager::metrics::describe();
     cairn_watch_server::metrics::describe();
+    cairn_raft_node::metrics::describe();
 }
 
 /// etcd's buckets for disk latency histograms: 1 ms doubling to about 8 s.

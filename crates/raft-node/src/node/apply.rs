@@ -49,7 +49,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 continue;
             }
             if let Some((id, last)) = rejected {
-                metrics::counter!("cairn_server_proposals_rejected_total").increment(1);
+                metrics::counter!(crate::metrics::PROPOSALS_REJECTED_TOTAL).increment(1);
                 tracing::warn!(
                     index = entry.index,
                     term = entry.term,

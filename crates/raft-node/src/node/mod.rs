@@ -77,11 +77,11 @@ struct Gauges {
 impl Gauges {
     fn new() -> Self {
         Gauges {
-            has_leader: metrics::gauge!("etcd_server_has_leader"),
-            is_leader: metrics::gauge!("etcd_server_is_leader"),
-            committed: metrics::gauge!("etcd_server_proposals_committed_total"),
-            applied: metrics::gauge!("etcd_server_proposals_applied_total"),
-            pending: metrics::gauge!("etcd_server_proposals_pending"),
+            has_leader: metrics::gauge!(crate::metrics::HAS_LEADER),
+            is_leader: metrics::gauge!(crate::metrics::IS_LEADER),
+            committed: metrics::gauge!(crate::metrics::PROPOSALS_COMMITTED_TOTAL),
+            applied: metrics::gauge!(crate::metrics::PROPOSALS_APPLIED_TOTAL),
+            pending: metrics::gauge!(crate::metrics::PROPOSALS_PENDING),
         }
     }
 }
@@ -331,22 +331,34 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     /// Returns true when the loop must stop.
     fn handle(&mut self, cmd: Command<S::Output>) -> bool {
         match cmd {
-            Command::Propose { data, reply } => {
+            Command::Propose {
+                data,
+                deadline_ms,
+                reply,
+            } => {
                 release_bytes(&self.backlog, data.len());
+                let now = unix_ms();
+                if deadline_ms.is_some_and(|d| d < now) {
+                    let _ = reply.send(Err(RaftError::DeadlineExceeded));
+                    return false;
+                }
+                // Forwarded, the proposal must reach the leader soon or not at all.
+                let forward_by = now.saturating_add(self.cfg.max_forward_delay.as_millis() as u64);
+                let deadline = deadline_ms.map_or(forward_by, |d| d.min(forward_by));
                 let id = self.next_proposal();
-                match self.raw.propose(id.to_context(), data) {
+                match self.raw.propose(id.to_context(Some(deadline)), data) {
                     Ok(()) => {
                         self.proposals.insert(id.seq, reply);
                     }
                     Err(e) => {
-                        metrics::counter!("etcd_server_proposals_failed_total").increment(1);
+                        metrics::counter!(crate::metrics::PROPOSALS_FAILED_TOTAL).increment(1);
                         let _ = reply.send(Err(self.refused(e)));
                     }
                 }
             }
             Command::ProposeConfChange { change, reply } => {
                 let id = self.next_proposal();
-                match self.raw.propose_conf_change(id.to_context(), change) {
+                match self.raw.propose_conf_change(id.to_context(None), change) {
                     Ok(()) => {
                         self.proposals.insert(id.seq, reply);
                     }
@@ -356,7 +368,10 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 }
             }
             Command::ReadIndex { reply } => self.new_reads.push(reply),
-            Command::Step(msg) => {
+            Command::Step(mut msg) => {
+                if msg.get_msg_type() == MessageType::MsgPropose && !self.drop_expired(&mut msg) {
+                    return false;
+                }
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "raft refused a peer message");
                 }
@@ -410,6 +425,23 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         } else {
             RaftError::ProposalDropped(e.to_string())
         }
+    }
+
+    /// Drops the proposals of a forwarded `MsgPropose` whose deadline passed (beyond
+    /// the clock tolerance): their clients stopped waiting, possibly retried, and must not
+    /// see them applied now. Returns whether any proposal is left to step.
+    fn drop_expired(&mut self, msg: &mut Message) -> bool {
+        let tolerance = self.cfg.proposal_clock_tolerance.as_millis() as u64;
+        let dropped = retain_unexpired(msg, unix_ms(), tolerance);
+        if dropped > 0 {
+            metrics::counter!(crate::metrics::PROPOSALS_EXPIRED_TOTAL).increment(dropped as u64);
+            tracing::info!(
+                from = %format!("{:x}", msg.from),
+                dropped,
+                "forwarded proposals arrived after their deadline; not appended"
+            );
+        }
+        !msg.entries.is_empty()
     }
 
     fn next_proposal(&mut self) -> ProposalId {
@@ -553,7 +585,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
     fn on_soft_state(&mut self, leader_id: u64) {
         if leader_id != self.leader_id {
             if leader_id != 0 {
-                metrics::counter!("etcd_server_leader_changes_seen_total").increment(1);
+                metrics::counter!(crate::metrics::LEADER_CHANGES_SEEN_TOTAL).increment(1);
             }
             tracing::info!(
                 member = %format!("{:x}", self.cfg.id),
@@ -606,5 +638,61 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 false
             }
         });
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this member's clock.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Removes the entries of `msg` whose deadline is more than `tolerance_ms` before
+/// `now_ms`; returns how many.
+fn retain_unexpired(msg: &mut Message, now_ms: u64, tolerance_ms: u64) -> usize {
+    let before = msg.entries.len();
+    msg.mut_entries().retain(|e| {
+        ProposalId::deadline_in_context(&e.context)
+            .is_none_or(|deadline| deadline.saturating_add(tolerance_ms) >= now_ms)
+    });
+    before - msg.entries.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::Entry;
+
+    use super::*;
+
+    #[test]
+    fn forwarded_proposals_past_their_deadline_are_dropped() {
+        let id = |seq| ProposalId { proposer: 2, seq };
+        let entry = |context: Vec<u8>| Entry {
+            context: context.into(),
+            ..Default::default()
+        };
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgPropose);
+        msg.set_entries(
+            vec![
+                entry(id(1).to_context(Some(10_000))),
+                entry(id(2).to_context(Some(10_900))),
+                entry(id(3).to_context(None)),
+                entry(Vec::new()),
+                entry(id(5).to_context(Some(12_000))),
+            ]
+            .into(),
+        );
+        // Now 12,000, tolerance 1,000: a deadline before 11,000 has passed.
+        assert_eq!(retain_unexpired(&mut msg, 12_000, 1_000), 2);
+        let kept: Vec<Option<ProposalId>> = msg
+            .entries
+            .iter()
+            .map(|e| ProposalId::from_context(&e.context))
+            .collect();
+        assert_eq!(kept, vec![Some(id(3)), None, Some(id(5))]);
+        assert_eq!(retain_unexpired(&mut msg, 12_000, 1_000), 0);
     }
 }

@@ -388,6 +388,8 @@ fn config(dir: &Path, id: u64, initial: Vec<InitialMember>) -> NodeConfig {
     cfg.election_ticks = 10 + 3 * id as usize;
     cfg.fixed_election_timeout = true;
     cfg.read_index_retry_ticks = 5;
+    // Deadlines are wall-clock time, which the simulation does not follow: none expires.
+    cfg.max_forward_delay = std::time::Duration::from_secs(86_400);
     cfg
 }
 
