@@ -12,5 +12,9 @@ bash scripts/advisories.sh
 # One build flavour for everything (dev profile, all targets) so RocksDB is compiled once.
 cargo build --locked --workspace --all-targets
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Every crate's documentation builds without a warning (broken links included).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
+# No module depends, directly or not, on a module that depends on it.
+python3 scripts/module-cycles.py crates/*/src tests/src xtask/src
 cargo test --locked --workspace
 echo "test suite finished in $(( $(date +%s) - start )) s"

@@ -42,6 +42,16 @@ pub use net::{free_port, http_get, http_request, HttpResponse};
 pub use proxy::{utc_clock, ConnEvent, CutMode, Proxy, ProxyEvent, Toward};
 pub use server::{expected_version, server_kind, Server, ServerKind, ServerOpts};
 
+/// A tokio runtime with two worker threads, for tests that drive clients in the
+/// background while they fault the cluster.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Re-exported so tests use the exact client version the harness connects with.
 pub use etcd_client;
 /// Re-exported for `tonic::Code` in error assertions.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_tests::history::{assert_each_value_once, member_history};
-use cairn_tests::{server_kind, Cluster, ServerKind};
+use cairn_tests::{runtime, server_kind, Cluster, ServerKind};
 
 /// One cluster at a time: each case runs three members.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -201,14 +201,6 @@ fn assert_converged(rt: &tokio::runtime::Runtime, cluster: &Cluster, acks: &[Ack
         histories[0].len(),
         histories.len()
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// The common shape: arm the victim, write until it crashes and a bit after, restart

@@ -14,17 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_tests::history::{assert_each_value_once, member_history};
-use cairn_tests::{http_request, server_kind, Cluster, Server, ServerKind, ServerOpts};
+use cairn_tests::{http_request, runtime, server_kind, Cluster, Server, ServerKind, ServerOpts};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn cairn_only() -> bool {
     if server_kind() == ServerKind::Etcd {

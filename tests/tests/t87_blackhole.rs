@@ -5,17 +5,9 @@
 use std::time::{Duration, Instant};
 
 use cairn_tests::etcd_client::{self, GetOptions};
-use cairn_tests::{Cluster, ConnEvent, CutDirection, CutMode, Toward};
+use cairn_tests::{runtime, Cluster, ConnEvent, CutDirection, CutMode, Toward};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Waits until the leader's proxy knows a connection from each follower and each
 /// follower's proxy one from the leader (followers do not talk to each other while the

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 /// Entry point of `cargo xtask fault ...`; `args` excludes `fault` and go to the runner
 /// unchanged (`cargo xtask fault --help` lists them).
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let root = crate::workspace_root()?;
+    let root = crate::paths::workspace_root()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)

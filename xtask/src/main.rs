@@ -2,32 +2,50 @@
 
 mod bench;
 mod fault;
+mod paths;
 
-use std::process::Command;
+use std::process::Command as Process;
 
 use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage: cargo xtask <command>
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "cairn's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-commands:
-  test    run the whole test suite (same as scripts/test.sh and CI)
-  serve   build and run a single-member cairn on localhost:2379 (scripts/run.sh)
-  bench   load generator for any etcd v3 endpoint, and `bench compare` (cairn vs etcd);
-          `cargo xtask bench --help` lists the workloads
-  fault   fault-injection runs (blackholes, one-way cuts, kills, pauses) against a 3-member
-          cluster with a table of linearizability, lost acks, double applies, watch gaps;
-          `cargo xtask fault --help` lists the options";
-
-/// The workspace root (xtask's parent directory).
-fn workspace_root() -> anyhow::Result<&'static std::path::Path> {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole test suite (same as scripts/test.sh and CI).
+    Test {
+        /// Passed to scripts/test.sh.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run a single-member cairn on localhost:2379 (scripts/run.sh).
+    Serve {
+        /// Passed to cairn (e.g. --data-dir, --log-level).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Load generator for any etcd v3 endpoint, and `bench compare` (cairn vs etcd).
+    Bench(bench::Cli),
+    /// Fault-injection runs (blackholes, one-way cuts, kills, pauses) against a 3-member
+    /// cluster, with a table of linearizability, lost acks, double applies and watch
+    /// gaps; `cargo xtask fault --help` lists the options.
+    #[command(disable_help_flag = true)]
+    Fault {
+        /// Passed to the cairn-fault runner.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn script(name: &str, args: &[String]) -> anyhow::Result<()> {
-    let root = workspace_root()?;
-    let status = Command::new("bash")
+    let root = paths::workspace_root()?;
+    let status = Process::new("bash")
         .arg(root.join("scripts").join(name))
         .args(args)
         .status()
@@ -39,15 +57,37 @@ fn script(name: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("test") => script("test.sh", &args[1..]),
-        Some("serve") => script("run.sh", &args[1..]),
-        Some("bench") => bench::main(&args[1..]),
-        Some("fault") => fault::main(&args[1..]),
-        _ => {
-            println!("{USAGE}");
-            Ok(())
-        }
+    match Cli::parse().command {
+        Command::Test { args } => script("test.sh", &args),
+        Command::Serve { args } => script("run.sh", &args),
+        Command::Bench(cli) => bench::main(cli),
+        Command::Fault { args } => fault::main(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_commands_and_missing_ones_are_errors() {
+        assert!(Cli::try_parse_from(["cargo xtask", "frobnicate"]).is_err());
+        assert!(Cli::try_parse_from(["cargo xtask"]).is_err());
+    }
+
+    #[test]
+    fn fault_options_reach_the_runner_untouched() {
+        let cli = Cli::try_parse_from(["cargo xtask", "fault", "--runs", "3", "--help"]).unwrap();
+        let Command::Fault { args } = cli.command else {
+            panic!("not fault")
+        };
+        assert_eq!(args, ["--runs", "3", "--help"]);
     }
 }

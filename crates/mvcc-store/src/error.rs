@@ -3,40 +3,42 @@
 
 /// Everything that can go wrong in the store.
 ///
-/// The variants a client can see display **exactly** etcd's messages, so the
-/// gateway only has to pick the gRPC code; the intended code is written next to
-/// each variant. A request that fails with any of them changed nothing.
+/// The variants a client can see correspond one to one to etcd's client errors;
+/// the intended gRPC code is written next to each. etcd's exact wording on the
+/// wire belongs to the gateway (`cairn_grpc_gateway::EtcdError`), which the server
+/// maps these to; the messages here are the store's own. A request that fails
+/// with any of them changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MvccError {
     /// The requested revision was compacted away. gRPC `OutOfRange`.
-    #[error("etcdserver: mvcc: required revision has been compacted")]
+    #[error("mvcc: required revision has been compacted")]
     Compacted,
     /// The requested revision is newer than the store. gRPC `OutOfRange`.
-    #[error("etcdserver: mvcc: required revision is a future revision")]
+    #[error("mvcc: required revision is a future revision")]
     FutureRevision,
     /// A request (or a txn compare or op) has an empty key. gRPC `InvalidArgument`.
-    #[error("etcdserver: key is not provided")]
+    #[error("mvcc: empty key")]
     EmptyKey,
     /// `ignore_value`/`ignore_lease` on a missing key, or an empty op in a txn.
     /// gRPC `InvalidArgument`.
-    #[error("etcdserver: key not found")]
+    #[error("mvcc: ignore_value or ignore_lease on a missing key, or an empty txn op")]
     KeyNotFound,
     /// A put has both `ignore_value` and a value. gRPC `InvalidArgument`.
-    #[error("etcdserver: value is provided")]
+    #[error("mvcc: a value given with ignore_value")]
     ValueProvided,
     /// A put has both `ignore_lease` and a lease. gRPC `InvalidArgument`.
-    #[error("etcdserver: lease is provided")]
+    #[error("mvcc: a lease given with ignore_lease")]
     LeaseProvided,
     /// A txn has more compares or ops than allowed. gRPC `InvalidArgument`.
-    #[error("etcdserver: too many operations in txn request")]
+    #[error("mvcc: more txn compares or ops than allowed")]
     TooManyOps,
     /// A txn writes one key twice, or puts a key it also deletes.
     /// gRPC `InvalidArgument`.
-    #[error("etcdserver: duplicate key given in txn request")]
+    #[error("mvcc: a txn writes one key twice")]
     DuplicateKey,
     /// A range has a sort order or sort target etcd does not know.
     /// gRPC `InvalidArgument`.
-    #[error("etcdserver: invalid sort option")]
+    #[error("mvcc: unknown sort order or target")]
     InvalidSortOption,
     /// RocksDB failed (its message); the in-memory state is unchanged. gRPC
     /// `Internal`.

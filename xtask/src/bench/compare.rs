@@ -44,7 +44,7 @@ pub fn build(args: &CompareArgs) -> anyhow::Result<()> {
     if args.skip_build {
         return Ok(());
     }
-    let root = crate::workspace_root()?;
+    let root = crate::paths::workspace_root()?;
     eprintln!("== cargo build --release --locked --bin cairn");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(["build", "--release", "--locked", "--bin", "cairn"])

@@ -9,17 +9,17 @@ mod workload;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 
 use workload::{KeySpace, Load, Stop, WatchSpec};
 
-#[derive(Parser)]
+/// `cargo xtask bench`'s command line.
+#[derive(Args)]
 #[command(
-    name = "cargo xtask bench",
     about = "Load generator for etcd v3 endpoints: QPS and latency (avg/p50/p90/p99/max), \
              human-readable plus one JSON line per run"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     workload: Workload,
 }
@@ -164,12 +164,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(n * scale).map_err(|e| e.to_string())
 }
 
-/// Entry point of `cargo xtask bench ...`; `args` excludes `bench`.
-pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let cli = Cli::try_parse_from(
-        std::iter::once("cargo xtask bench".to_string()).chain(args.iter().cloned()),
-    )
-    .unwrap_or_else(|e| e.exit());
+/// Entry point of `cargo xtask bench ...`.
+pub fn main(cli: Cli) -> anyhow::Result<()> {
     if let Workload::Compare(args) = &cli.workload {
         compare::build(args)?;
     }
