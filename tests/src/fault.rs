@@ -42,6 +42,10 @@ use crate::cluster::{watch_all_from, Cluster, CutDirection};
 use crate::linearizability::{CheckResult, History, Op, Outcome};
 use crate::proxy::{utc_clock, CutMode};
 
+/// How long the held bytes of the last cut may take to arrive: TCP's largest
+/// retransmission timeout (the proxy's `--tcp-backoff` schedule caps there) and a margin.
+const HELD_BYTES_DEADLINE: Duration = Duration::from_secs(130);
+
 /// One kind of fault the nemesis injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
@@ -1025,12 +1029,13 @@ fn run(s: &Scenario) -> Report {
 
     // Everything healed and delivered (bytes a blackhole held may arrive seconds after
     // the heal, at the sender's next retransmission, and still be applied): then a final
-    // linearizable read of every key, part of the history.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // linearizable read of every key, part of the history. A connection cut again and
+    // again before it could retransmit backs off like TCP, up to its 120 s cap.
+    let deadline = Instant::now() + HELD_BYTES_DEADLINE;
     while cluster.proxies().iter().any(|p| p.holding() > 0) {
         assert!(
             Instant::now() < deadline,
-            "blackholed bytes still held 30 s after the last heal"
+            "blackholed bytes still held {HELD_BYTES_DEADLINE:?} after the last heal"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

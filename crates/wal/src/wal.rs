@@ -466,7 +466,6 @@ fn encode_batch(enc: &mut Encoder<'_>, batch: &WalBatch) -> Result<(), WalError>
     Ok(())
 }
 
-/// Creates a segment holding `bytes` and makes it durable, name included.
 /// Allocates (and zero-extends) `file` from `from` for at least `len` bytes, in steps of
 /// `window` ([`WalOptions::preallocate_bytes`]); returns the allocated end (`from` when
 /// turned off or where the filesystem cannot preallocate: appends then extend the file).
@@ -496,6 +495,7 @@ fn preallocate(file: &File, from: u64, len: u64, window: u64) -> u64 {
     from
 }
 
+/// Creates a segment holding `bytes` and makes it durable, name included.
 fn start_segment(dir: &Path, path: &Path, bytes: &[u8]) -> Result<File, WalError> {
     let mut file = OpenOptions::new()
         .write(true)
