@@ -14,8 +14,8 @@ use cairn_proto::etcdserverpb::{
     MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
     MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
     MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest,
-    TxnResponse, WatchRequest, WatchResponse,
+    RangeRequest, RangeResponse, RangeStreamResponse, SnapshotResponse, StatusRequest,
+    StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use futures::Stream;
 
@@ -26,6 +26,14 @@ use crate::error::EtcdError;
 pub trait KvApi: Send + Sync + 'static {
     /// Reads keys (linearizable unless `serializable`).
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError>;
+    /// Reads keys as a stream of chunks at one revision (etcd 3.7's RangeStream). A
+    /// server without it answers `Unimplemented`, as etcd before 3.7 does.
+    async fn range_stream(&self, req: RangeRequest) -> Result<RangeChunks, EtcdError> {
+        let _ = req;
+        Err(EtcdError::Unimplemented(
+            "/etcdserverpb.KV/RangeStream".to_string(),
+        ))
+    }
     /// Writes one key.
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError>;
     /// Deletes a key or a range.
@@ -36,6 +44,10 @@ pub trait KvApi: Send + Sync + 'static {
     /// Compacts history up to a revision.
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError>;
 }
+
+/// A stream of range chunks (KV.RangeStream): only the last has the header, `more` and
+/// `count`.
+pub type RangeChunks = Pin<Box<dyn Stream<Item = Result<RangeStreamResponse, EtcdError>> + Send>>;
 
 /// A stream of snapshot chunks (Maintenance.Snapshot).
 pub type SnapshotChunks = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, EtcdError>> + Send>>;

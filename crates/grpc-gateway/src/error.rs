@@ -113,6 +113,9 @@ pub enum EtcdError {
     /// MoveLeader to a member that cannot lead.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// A RangeStream with a sort or a revision filter (etcd 3.7 streams key order only).
+    #[error("etcdserver: range stream does not support sorting or revision filters")]
+    RangeStreamUnsupported,
     /// An RPC cairn does not serve (yet).
     #[error("unknown method {0}")]
     Unimplemented(String),
@@ -124,7 +127,7 @@ pub enum EtcdError {
 impl EtcdError {
     /// Every error whose message is fixed (all but those carrying details), for reading a
     /// status back ([`EtcdError::from_status`]).
-    pub const FIXED: [EtcdError; 32] = {
+    pub const FIXED: [EtcdError; 33] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -159,6 +162,7 @@ impl EtcdError {
             LearnerNotReady,
             TooManyLearners,
             BadLeaderTransferee,
+            RangeStreamUnsupported,
         ]
     };
 
@@ -193,7 +197,7 @@ impl EtcdError {
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
-            Unimplemented(_) => Code::Unimplemented,
+            Unimplemented(_) | RangeStreamUnsupported => Code::Unimplemented,
             Internal(_) => Code::Unknown,
         }
     }
@@ -315,6 +319,11 @@ mod tests {
                     format!("grpc: received message larger than max ({got} vs. {max})"),
                 )
             }
+            RangeStreamUnsupported => (
+                35,
+                Code::Unimplemented,
+                "etcdserver: range stream does not support sorting or revision filters",
+            ),
             // grpc-go's answer for a method the server does not register.
             Unimplemented(method) => {
                 return (33, Code::Unimplemented, format!("unknown method {method}"))

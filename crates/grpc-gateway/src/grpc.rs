@@ -132,6 +132,25 @@ impl<A: KvApi + ?Sized> pb::kv_server::Kv for Service<A> {
             .await
     }
 
+    type RangeStreamStream = ResponseStream<pb::RangeStreamResponse>;
+
+    async fn range_stream(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        metrics::started(RpcType::ServerStream, KV, "RangeStream");
+        let req = request.into_inner();
+        let chunks = match self.limits.check(&req) {
+            Ok(()) => self.api.range_stream(req).await,
+            Err(e) => Err(e),
+        };
+        let chunks = chunks.inspect_err(|e| {
+            metrics::handled(RpcType::ServerStream, KV, "RangeStream", e.code());
+        })?;
+        let stream: Self::RangeStreamStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
+        Ok(Response::new(stream))
+    }
+
     async fn put(
         &self,
         request: Request<pb::PutRequest>,

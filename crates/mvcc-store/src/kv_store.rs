@@ -530,5 +530,8 @@ impl Change {
     }
 }
 
+mod stream;
+pub use stream::RangeCursor;
+
 #[cfg(test)]
 mod tests;

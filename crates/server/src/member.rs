@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::api::{Health, HealthApi, KvApi};
+use cairn_grpc_gateway::api::{Health, HealthApi, KvApi, RangeChunks};
 use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
     self as pb, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use cairn_raft_node::{RaftHandle, Role};
 use prost::Message as _;
@@ -258,6 +259,31 @@ impl KvApi for Member {
         Ok(resp)
     }
 
+    async fn range_stream(&self, req: RangeRequest) -> Result<RangeChunks, EtcdError> {
+        mvcc::validate_range(&req).map_err(|e| client_error::store(&e))?;
+        let sorted = req.sort_order != 0 || req.sort_target != 0;
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        if sorted || filtered {
+            return Err(EtcdError::RangeStreamUnsupported);
+        }
+        if !req.serializable {
+            self.linearizable_barrier().await?;
+        }
+        let cursor = self
+            .store
+            .range_cursor(&req)
+            .map_err(|e| client_error::store(&e))?;
+        Ok(range_chunks(
+            self.store.clone(),
+            cursor,
+            self.header(0),
+            self.limits.max_request_bytes,
+        ))
+    }
+
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
         mvcc::validate_put(&req).map_err(|e| client_error::store(&e))?;
         self.propose_for(Request::Put(req)).await
@@ -279,6 +305,37 @@ impl KvApi for Member {
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
         self.propose_for(Request::Compaction(req)).await
     }
+}
+
+/// The chunks of `cursor`'s read, each read when the client is ready for it (a slow
+/// client holds back the reads, so the server holds about one chunk per stream); the
+/// last chunk gets `header` with the read's revision.
+fn range_chunks(
+    store: Arc<KvStore>,
+    cursor: mvcc::RangeCursor,
+    header: ResponseHeader,
+    max_bytes: usize,
+) -> RangeChunks {
+    let state = Some((store, cursor));
+    Box::pin(futures::stream::unfold(state, move |state| async move {
+        let (store, mut cursor) = state?;
+        match store.next_range_chunk(&mut cursor, max_bytes) {
+            Ok(Some(mut chunk)) => {
+                if let Some(h) = chunk.header.as_mut() {
+                    *h = ResponseHeader {
+                        revision: h.revision,
+                        ..header
+                    };
+                }
+                let item = RangeStreamResponse {
+                    range_response: Some(chunk),
+                };
+                Some((Ok(item), Some((store, cursor))))
+            }
+            Ok(None) => None,
+            Err(e) => Some((Err(client_error::store(&e)), None)),
+        }
+    }))
 }
 
 #[async_trait]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::api::KvApi;
+use cairn_grpc_gateway::api::{KvApi, RangeChunks};
 use cairn_grpc_gateway::EtcdError;
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{
@@ -109,6 +109,10 @@ pub(crate) struct QuotaKv(pub(crate) Quota);
 impl KvApi for QuotaKv {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, EtcdError> {
         self.0.member.range(req).await
+    }
+
+    async fn range_stream(&self, req: RangeRequest) -> Result<RangeChunks, EtcdError> {
+        self.0.member.range_stream(req).await
     }
 
     async fn put(&self, req: PutRequest) -> Result<PutResponse, EtcdError> {
