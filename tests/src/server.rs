@@ -37,7 +37,7 @@ pub fn server_kind() -> ServerKind {
 pub fn expected_version() -> &'static str {
     match server_kind() {
         ServerKind::Etcd => "3.4.23",
-        ServerKind::Cairn => "3.5.0",
+        ServerKind::Cairn => "3.7.0",
     }
 }
 

@@ -1,9 +1,10 @@
-//! `KV.RangeStream` (etcd 3.7) through a raw gRPC client: the messages are declared here
-//! from etcd's wire format (field numbers of `rpc.proto` and `kv.proto`), not taken from
-//! cairn's generated code. Writes go through the `etcd-client` crate.
+//! What etcd 3.6 and 3.7 added to the API, through a raw gRPC client: `KV.RangeStream`
+//! (3.7) and the new fields of Status, HashKV and Snapshot (3.6). The messages are
+//! declared here from etcd's wire format (field numbers of `rpc.proto` and `kv.proto`),
+//! not taken from cairn's generated code. Writes go through the `etcd-client` crate.
 //!
-//! etcd 3.4 has no RangeStream: against it (`CAIRN_TEST_SERVER=etcd`) these tests check
-//! only that the method is unknown there.
+//! etcd 3.4 has none of it: against it (`CAIRN_TEST_SERVER=etcd`) these tests check that
+//! RangeStream is an unknown method there and that the new fields are absent.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -85,6 +86,63 @@ mod wire {
         pub more: bool,
         #[prost(int64, tag = "4")]
         pub count: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Empty {}
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DowngradeInfo {
+        #[prost(bool, tag = "1")]
+        pub enabled: bool,
+        #[prost(string, tag = "2")]
+        pub target_version: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatusResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(int64, tag = "3")]
+        pub db_size: i64,
+        #[prost(string, tag = "11")]
+        pub storage_version: String,
+        #[prost(int64, tag = "12")]
+        pub db_size_quota: i64,
+        #[prost(message, optional, tag = "13")]
+        pub downgrade_info: Option<DowngradeInfo>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HashKvRequest {
+        #[prost(int64, tag = "1")]
+        pub revision: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HashKvResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(uint32, tag = "2")]
+        pub hash: u32,
+        #[prost(int64, tag = "3")]
+        pub compact_revision: i64,
+        #[prost(int64, tag = "4")]
+        pub hash_revision: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SnapshotResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(uint64, tag = "2")]
+        pub remaining_bytes: u64,
+        #[prost(bytes = "vec", tag = "3")]
+        pub blob: Vec<u8>,
+        #[prost(string, tag = "4")]
+        pub version: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -483,4 +541,88 @@ fn two_hundred_thousand_keys_of_2_kib_stream_in_bounded_memory() {
         "RSS grew by {} MiB while streaming",
         growth >> 20
     );
+}
+
+async fn unary<Req, Resp>(channel: &Channel, path: &'static str, req: Req) -> Result<Resp, Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unknown(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    Ok(grpc
+        .unary(
+            tonic::Request::new(req),
+            PathAndQuery::from_static(path),
+            codec,
+        )
+        .await?
+        .into_inner())
+}
+
+#[test]
+fn status_hash_kv_and_snapshot_carry_etcd_3_6_fields() {
+    use wire::{Empty, HashKvRequest, HashKvResponse, SnapshotResponse, StatusResponse};
+    let server = Server::start(
+        ServerOpts::new()
+            .arg("--quota-backend-bytes")
+            .arg("1073741824"),
+    );
+    let cairn = server_kind() == ServerKind::Cairn;
+    runtime().block_on(async {
+        let mut client = Client::connect([server.client_url()], None).await.unwrap();
+        for i in 0..5 {
+            client.put(format!("f{i}"), "v", None).await.unwrap();
+        }
+        let ch = channel(&server).await;
+        let status: StatusResponse = unary(&ch, "/etcdserverpb.Maintenance/Status", Empty {})
+            .await
+            .unwrap();
+        assert_eq!(status.version, cairn_tests::expected_version());
+        assert!(status.db_size > 0);
+        let hash: HashKvResponse = unary(
+            &ch,
+            "/etcdserverpb.Maintenance/HashKV",
+            HashKvRequest { revision: 0 },
+        )
+        .await
+        .unwrap();
+        let current = hash.header.as_ref().unwrap().revision;
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<Empty, SnapshotResponse>::default();
+        let path = PathAndQuery::from_static("/etcdserverpb.Maintenance/Snapshot");
+        let mut snapshot = grpc
+            .server_streaming(tonic::Request::new(Empty {}), path, codec)
+            .await
+            .unwrap()
+            .into_inner();
+        let first = snapshot.message().await.unwrap().expect("a first chunk");
+        if cairn {
+            assert_eq!(
+                (
+                    status.storage_version.as_str(),
+                    status.db_size_quota,
+                    status.downgrade_info
+                ),
+                ("3.7.0", 1 << 30, Some(wire::DowngradeInfo::default()))
+            );
+            assert_eq!(hash.hash_revision, current);
+            assert_eq!(first.version, "3.7.0");
+        } else {
+            // etcd 3.4 predates these fields.
+            assert_eq!(
+                (
+                    status.storage_version.as_str(),
+                    status.db_size_quota,
+                    status.downgrade_info
+                ),
+                ("", 0, None)
+            );
+            assert_eq!((hash.hash_revision, first.version.as_str()), (0, ""));
+        }
+    });
 }

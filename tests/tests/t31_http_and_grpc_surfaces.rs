@@ -15,7 +15,15 @@ async fn metrics_use_etcds_names() {
     client.put("m", "1", None).await.unwrap();
     let metrics = http_get(&server.client_addr(), "/metrics").expect("GET /metrics");
     assert_eq!(metrics.status, 200);
-    for line in ["etcd_server_has_leader 1", "etcd_server_is_leader 1"] {
+    let version = format!(
+        "etcd_server_version{{server_version=\"{}\"}} 1",
+        cairn_tests::expected_version()
+    );
+    for line in [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        &version,
+    ] {
         assert!(
             metrics.body.lines().any(|l| l == line),
             "missing {line:?} in:\n{}",

@@ -286,6 +286,7 @@ impl MaintenanceApi for Fake {
             header: header(req.revision),
             hash: 98,
             compact_revision: 3,
+            hash_revision: 5,
         })
     }
 
@@ -302,6 +303,7 @@ impl MaintenanceApi for Fake {
                 header: header(6),
                 remaining_bytes: remaining,
                 blob: Bytes::from_static(blob.as_bytes()),
+                version: "3.7.0".into(),
             })
         });
         Ok(Box::pin(futures::stream::iter(chunks)))
@@ -771,6 +773,7 @@ async fn maintenance_calls_snapshot_stream_and_unserved_methods() {
             header: header(5),
             hash: 98,
             compact_revision: 3,
+            hash_revision: 5,
         }
     );
     assert_status(

@@ -60,7 +60,7 @@ use crate::apply::{Applied, Applier};
 use crate::bootstrap::LocalState;
 use crate::config::Config;
 use crate::hooks::{MemberHooks, MemberWatch, WatchHeaders};
-use crate::member::{Member, MemberInfo, RequestLimits, ETCD_VERSION};
+use crate::member::{Member, MemberInfo, RequestLimits, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Runs a member until `shutdown` resolves (a clean stop) or a fatal error.
 pub async fn run(
@@ -69,6 +69,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     crate::metrics::describe();
+    crate::metrics::record_versions(ETCD_VERSION, env!("CARGO_PKG_VERSION"));
     let (tick, election_ticks) = cfg.raft_timing()?;
     let client_addrs = cfg.client_listen_addrs()?;
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
@@ -240,7 +241,7 @@ fn client_router(
 ) -> axum::Router {
     let versions = http::Versions {
         server: ETCD_VERSION.into(),
-        cluster: "3.5.0".into(),
+        cluster: ETCD_CLUSTER_VERSION.into(),
     };
     let http_router = http::router(member.clone(), metrics, versions);
     #[cfg(feature = "failpoints")]
@@ -264,6 +265,7 @@ fn client_router(
             member.clone(),
             local.alarms.clone(),
             snapshot_dir(cfg),
+            cfg.quota_backend_bytes(),
         )),
     };
     let limits = Limits::for_max_request_bytes(cfg.max_request_bytes as usize);

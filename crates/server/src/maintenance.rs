@@ -13,16 +13,16 @@ use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::MvccError;
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
-    ResponseHeader, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeInfo,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, ResponseHeader, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use cairn_raft_node::Role;
 
 use crate::alarms::{self, Alarms};
 use crate::apply::Applied;
 use crate::client_error;
-use crate::member::{Member, ETCD_VERSION};
+use crate::member::{Member, ETCD_VERSION, STORAGE_VERSION};
 use crate::quota::backend_size;
 use crate::snapshot_file::stream_tail;
 
@@ -34,16 +34,24 @@ pub(crate) struct Maintenance {
     member: Arc<Member>,
     alarms: Arc<Alarms>,
     snapshot_dir: PathBuf,
+    /// --quota-backend-bytes, reported in Status.
+    quota_bytes: u64,
 }
 
 impl Maintenance {
     /// The service for `member`, whose client snapshots are checkpointed in
-    /// `snapshot_dir`.
-    pub(crate) fn new(member: Arc<Member>, alarms: Arc<Alarms>, snapshot_dir: PathBuf) -> Self {
+    /// `snapshot_dir`, with a backend quota of `quota_bytes`.
+    pub(crate) fn new(
+        member: Arc<Member>,
+        alarms: Arc<Alarms>,
+        snapshot_dir: PathBuf,
+        quota_bytes: u64,
+    ) -> Self {
         Maintenance {
             member,
             alarms,
             snapshot_dir,
+            quota_bytes,
         }
     }
 }
@@ -89,6 +97,10 @@ impl MaintenanceApi for Maintenance {
                 .map_err(|e| EtcdError::Internal(format!("reading the backend size: {e}")))?
                 as i64,
             is_learner: st.learners.contains(&member.member_id),
+            storage_version: STORAGE_VERSION.to_string(),
+            db_size_quota: i64::try_from(self.quota_bytes).unwrap_or(i64::MAX),
+            // One version in the cluster: no downgrade in progress.
+            downgrade_info: Some(DowngradeInfo::default()),
         })
     }
 
@@ -128,6 +140,7 @@ impl MaintenanceApi for Maintenance {
             header: self.member.header_now(),
             hash: hashed.hash,
             compact_revision: hashed.compact_revision,
+            hash_revision: hashed.hash_revision,
         })
     }
 
@@ -234,6 +247,7 @@ fn stream_archive(
             header,
             remaining_bytes: total.saturating_sub(sent),
             blob: blob.into(),
+            version: ETCD_VERSION.to_string(),
         };
         if tx.blocking_send(Ok(chunk)).is_err() {
             tracing::info!(sent, total, "snapshot receiver went away");

@@ -25,7 +25,11 @@ use crate::client_error;
 use crate::members::Membership;
 
 /// The version of etcd's API that cairn reports.
-pub const ETCD_VERSION: &str = "3.5.0";
+pub const ETCD_VERSION: &str = "3.7.0";
+/// The cluster version cairn reports (major.minor of [`ETCD_VERSION`]).
+pub const ETCD_CLUSTER_VERSION: &str = "3.7.0";
+/// The storage version in Status (etcd 3.6's `storageVersion`).
+pub const STORAGE_VERSION: &str = "3.7.0";
 
 /// The limits a member enforces on requests.
 #[derive(Debug, Clone, Copy)]

@@ -7,8 +7,27 @@ use cairn_lease_manager::metrics::{GRANTED_TOTAL, RENEWED_TOTAL, REVOKED_TOTAL, 
 use cairn_raft_node::metrics::WAL_FSYNC_DURATION_SECONDS;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
+/// etcd's version gauge: 1 with the reported etcd version as its label.
+const SERVER_VERSION: &str = "etcd_server_version";
+/// cairn's own version: 1 with the cairn release as its label.
+const CAIRN_BUILD_INFO: &str = "cairn_build_info";
+
+/// Records the etcd version cairn reports and cairn's own.
+pub fn record_versions(etcd: &'static str, cairn: &'static str) {
+    metrics::gauge!(SERVER_VERSION, "server_version" => etcd).set(1.0);
+    metrics::gauge!(CAIRN_BUILD_INFO, "version" => cairn).set(1.0);
+}
+
 /// Describes the metrics of every crate the server records through.
 pub fn describe() {
+    metrics::describe_gauge!(
+        SERVER_VERSION,
+        "Which version is running. 1 for 'server_version' label with current version."
+    );
+    metrics::describe_gauge!(
+        CAIRN_BUILD_INFO,
+        "Which cairn release is running. 1 for 'version' label with current version."
+    );
     cairn_grpc_gateway::metrics::describe();
     cairn_mvcc_store::metrics::describe();
     cairn_lease_manager::metrics::describe();
