@@ -174,3 +174,34 @@ fn endpoint_health() {
     let doc: Value = serde_json::from_str(&http.body).expect("JSON body");
     assert_eq!(doc["health"], "true", "{}", http.body);
 }
+
+#[test]
+fn metrics_urls_serve_metrics_and_health_and_etcd_log_flags_are_accepted() {
+    let port = cairn_tests::free_port();
+    let server = Server::start(
+        ServerOpts::new()
+            .arg("--listen-metrics-urls")
+            .arg(&format!("http://127.0.0.1:{port}"))
+            .arg("--logger")
+            .arg("zap")
+            .arg("--log-outputs")
+            .arg("stderr"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let metrics = cairn_tests::http_get(&addr, "/metrics").expect("GET /metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "etcd_server_has_leader 1"),
+        "{}",
+        metrics.body
+    );
+    let health = cairn_tests::http_get(&addr, "/health").expect("GET /health");
+    assert_eq!(health.status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&health.body).unwrap();
+    assert_eq!(doc["health"], "true", "{}", health.body);
+    // The client port still serves everything.
+    assert_eq!(server.etcdctl(&["put", "k", "v"]).ok(), "OK\n");
+}

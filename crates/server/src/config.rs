@@ -143,6 +143,18 @@ pub struct Config {
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// The logger: `zap`, the only one etcd 3.5+ has (cairn logs through `tracing`).
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap"])]
+    pub logger: String,
+    /// Where logs go: `default` (stderr), `stderr`, `stdout` or a file path
+    /// (comma-separated; the first is used).
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    #[serde(deserialize_with = "string_or_list")]
+    pub log_outputs: String,
+    /// Extra URLs that serve /metrics and the health endpoints (plain HTTP), as etcd's
+    /// --listen-metrics-urls (kubeadm probes port 2381 there).
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// Log format: text or json.
     #[arg(long, env = "ETCD_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -150,6 +162,21 @@ pub struct Config {
     #[arg(long, env = "ETCD_CONFIG_FILE")]
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
+}
+
+/// A YAML value given as one string or as a list of them (etcd's config file writes
+/// `log-outputs: [stderr]`), as the comma-separated string the flag takes.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match <OneOrMany as serde::Deserialize>::deserialize(d)? {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    })
 }
 
 impl Default for Config {
@@ -262,6 +289,15 @@ impl Config {
         let mut out = Vec::new();
         for url in split_list(&self.listen_client_urls) {
             out.extend(url_addrs("listen-client-urls", &url)?);
+        }
+        Ok(out)
+    }
+
+    /// The --listen-metrics-urls addresses (none by default).
+    pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for url in split_list(&self.listen_metrics_urls) {
+            out.extend(url_addrs("listen-metrics-urls", &url)?);
         }
         Ok(out)
     }
@@ -481,6 +517,23 @@ mod tests {
         assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
         assert_eq!(c.snapshot_count, 5);
         assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(
+            (c.logger.as_str(), c.log_outputs.as_str()),
+            ("zap", "default")
+        );
+
+        // etcd's own config files list the log outputs.
+        std::fs::write(
+            &path,
+            "logger: zap\nlog-outputs: [stdout, stderr]\nlisten-metrics-urls: http://127.0.0.1:2381\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.log_outputs, "stdout,stderr");
+        assert_eq!(
+            c.metrics_listen_addrs().unwrap(),
+            vec!["127.0.0.1:2381".parse().unwrap()]
+        );
     }
 
     #[test]

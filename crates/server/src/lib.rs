@@ -98,6 +98,14 @@ pub async fn run(
         &stop_rx,
         Surface::Peers,
     );
+    let metrics_listeners = bind(cfg.metrics_listen_addrs()?).await?;
+    serve_on(
+        &mut servers,
+        metrics_listeners,
+        http::router(member.clone(), metrics.clone(), versions()),
+        &stop_rx,
+        Surface::Metrics,
+    );
     let clients = client_router(&cfg, &member, &local, watchers.hub, metrics);
     let client_listeners = bind(client_addrs).await?;
     serve_on(
@@ -230,6 +238,14 @@ fn member_info(cfg: &Config, local: &LocalState) -> MemberInfo {
     }
 }
 
+/// The versions `/version` reports.
+fn versions() -> http::Versions {
+    http::Versions {
+        server: ETCD_VERSION.into(),
+        cluster: ETCD_CLUSTER_VERSION.into(),
+    }
+}
+
 /// The client port: etcd's gRPC services (writes behind the backend quota) and the HTTP
 /// endpoints.
 fn client_router(
@@ -239,11 +255,7 @@ fn client_router(
     watch_hub: Arc<WatchHub>,
     metrics: Option<PrometheusHandle>,
 ) -> axum::Router {
-    let versions = http::Versions {
-        server: ETCD_VERSION.into(),
-        cluster: ETCD_CLUSTER_VERSION.into(),
-    };
-    let http_router = http::router(member.clone(), metrics, versions);
+    let http_router = http::router(member.clone(), metrics, versions());
     #[cfg(feature = "failpoints")]
     let http_router = if failpoints::enabled() {
         tracing::warn!(
@@ -302,6 +314,8 @@ enum Surface {
     Clients,
     /// Other members: raft traffic only, nothing rewritten.
     Peers,
+    /// --listen-metrics-urls: /metrics and the health endpoints only.
+    Metrics,
 }
 
 fn serve_on(
@@ -326,6 +340,10 @@ fn serve_on(
             Surface::Peers => {
                 servers.spawn(serve::serve_peers(listener, router, stopped));
                 tracing::info!(?addr, "ready to serve peer traffic");
+            }
+            Surface::Metrics => {
+                servers.spawn(serve::serve_peers(listener, router, stopped));
+                tracing::info!(?addr, "ready to serve /metrics and health checks");
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use cairn_server::config::Config;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's malloc: under load glibc's allocator took about 14% of the
@@ -10,17 +11,35 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(cfg: &Config) {
+fn init_logging(cfg: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},slog=warn", cfg.log_level)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let output = cfg
+        .log_outputs
+        .split(',')
+        .next()
+        .unwrap_or("default")
+        .trim();
+    let writer = match output {
+        "" | "default" | "stderr" => BoxMakeWriter::new(std::io::stderr),
+        "stdout" => BoxMakeWriter::new(std::io::stdout),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening --log-outputs {path}"))?;
+            BoxMakeWriter::new(std::sync::Mutex::new(file))
+        }
+    };
+    let builder = builder.with_writer(writer);
     if cfg.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 async fn stop_signal() {
@@ -132,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         .member
         .with_config_file()
         .context("reading the configuration")?;
-    init_logging(&cfg);
+    init_logging(&cfg)?;
     let metrics = cairn_server::metrics::prometheus_builder()
         .context("metric buckets")?
         .install_recorder()
