@@ -370,3 +370,18 @@ fn oversized_put_through_etcdctl() {
     );
     assert_eq!(server.etcdctl(&["get", "small"]).ok(), "small\nabc\n\n");
 }
+
+#[test]
+fn an_unknown_flag_is_refused_with_etcds_message() {
+    for (flag, named) in [
+        ("--no-such-flag", "-no-such-flag"),
+        ("--no-such-flag=3", "-no-such-flag"),
+    ] {
+        let mut server = Server::launch(ServerOpts::new().arg(flag));
+        let status = server.wait_exit(std::time::Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{flag}");
+        let log = server.log_tail(1000);
+        let line = format!("flag provided but not defined: {named}");
+        assert!(log.lines().any(|l| l == line), "{flag}: {log}");
+    }
+}

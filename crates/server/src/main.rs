@@ -139,8 +139,34 @@ fn snapshot_command(action: SnapshotAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The flag an unknown-argument error is about, as etcd names it (`-name`, Go's flag
+/// package); None for other errors.
+fn unknown_flag(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let name = arg.trim_start_matches('-');
+    let name = name.split('=').next().unwrap_or(name);
+    Some(format!("-{name}"))
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = <Cli as clap::Parser>::parse();
+    let cli = match <Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match unknown_flag(&e) {
+            // etcd's answer (and exit code) for a flag it does not define.
+            Some(flag) => {
+                eprintln!("flag provided but not defined: {flag}");
+                eprintln!("Usage: cairn [flags]  (cairn --help lists them)");
+                std::process::exit(2);
+            }
+            None => e.exit(),
+        },
+    };
     if let Some(Command::Snapshot { action }) = cli.command {
         return snapshot_command(action);
     }
