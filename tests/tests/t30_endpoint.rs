@@ -205,3 +205,39 @@ fn metrics_urls_serve_metrics_and_health_and_etcd_log_flags_are_accepted() {
     // The client port still serves everything.
     assert_eq!(server.etcdctl(&["put", "k", "v"]).ok(), "OK\n");
 }
+
+#[test]
+fn livez_and_readyz_run_etcds_named_checks() {
+    let server = Server::start(ServerOpts::new());
+    let addr = server.client_addr();
+    let get = |path: &str| cairn_tests::http_get(&addr, path).expect(path);
+    let health = get("/health?serializable=true&exclude=NOSPACE");
+    assert_eq!(health.status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&health.body).unwrap();
+    // etcd 3.4 leaves out the empty reason that current etcd writes.
+    assert_eq!(
+        (&doc["health"], doc["reason"].as_str().unwrap_or("")),
+        (&serde_json::json!("true"), ""),
+        "{}",
+        health.body
+    );
+    if cairn_tests::server_kind() == cairn_tests::ServerKind::Etcd {
+        return; // etcd 3.4 predates the named checks (etcd 3.6)
+    }
+    assert_eq!(get("/livez").body, "ok\n");
+    let ready = get("/readyz?verbose");
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (
+            200,
+            "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n\
+             [+]non_learner ok\nok\n"
+        )
+    );
+    assert_eq!(
+        get("/readyz/linearizable_read?verbose").body,
+        "[+]linearizable_read ok\nok\n"
+    );
+    assert_eq!(get("/livez?exclude=serializable_read&verbose").body, "ok\n");
+    assert_eq!(get("/readyz/unknown").status, 404);
+}

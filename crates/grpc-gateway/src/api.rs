@@ -138,18 +138,17 @@ pub trait WatchApi: Send + Sync + 'static {
     fn open_stream(&self) -> (Box<dyn WatchSession>, WatchResponses);
 }
 
-/// The answer of `/health`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Health {
-    /// Whether the member can serve a linearizable request.
-    pub healthy: bool,
-    /// Why not, when not.
-    pub reason: String,
-}
-
-/// What the HTTP endpoints need.
+/// What the HTTP health endpoints (`/health`, `/livez`, `/readyz`) probe; each endpoint
+/// combines them as etcd does.
 #[async_trait]
 pub trait HealthApi: Send + Sync + 'static {
-    /// Checks that the member has a leader and can serve a linearizable read.
-    async fn health(&self) -> Health;
+    /// The active alarms, by etcd's names (`NOSPACE`, `CORRUPT`).
+    fn alarms(&self) -> Vec<String>;
+    /// Whether this member knows a leader.
+    fn has_leader(&self) -> bool;
+    /// Whether this member is a learner.
+    fn is_learner(&self) -> bool;
+    /// etcd's health read (keys only, limit 1): served locally when `serializable`, else
+    /// linearizable; the client's error message when it fails.
+    async fn read(&self, serializable: bool) -> Result<(), String>;
 }

@@ -63,6 +63,7 @@ fn member(id: u64) -> Member {
 /// errors, everything else succeeds with a fixed response.
 struct Fake {
     healthy: AtomicBool,
+    alarms: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -360,17 +361,22 @@ impl WatchApi for Fake {
 
 #[async_trait]
 impl HealthApi for Fake {
-    async fn health(&self) -> Health {
-        if self.healthy.load(Ordering::Relaxed) {
-            Health {
-                healthy: true,
-                reason: String::new(),
-            }
-        } else {
-            Health {
-                healthy: false,
-                reason: "RAFT NO LEADER".into(),
-            }
+    fn alarms(&self) -> Vec<String> {
+        self.alarms.lock().unwrap().clone()
+    }
+
+    fn has_leader(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn is_learner(&self) -> bool {
+        false
+    }
+
+    async fn read(&self, serializable: bool) -> Result<(), String> {
+        match serializable || self.healthy.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err("etcdserver: no leader".into()),
         }
     }
 }
@@ -400,6 +406,7 @@ struct Served {
 async fn serve_fake() -> Served {
     let fake = Arc::new(Fake {
         healthy: AtomicBool::new(true),
+        alarms: std::sync::Mutex::new(Vec::new()),
     });
     let apis = ClientApis {
         kv: fake.clone(),
@@ -914,8 +921,20 @@ async fn http_endpoints() {
             r#"{"health":"true","reason":""}"#.into()
         )
     );
-    assert_eq!(http_get(addr, "/readyz").await.0, 200);
-    assert_eq!(http_get(addr, "/readyz").await.2, "ok");
+    assert_eq!(http_get(addr, "/readyz").await.2, "ok\n");
+    assert_eq!(
+        http_get(addr, "/readyz?verbose").await.2,
+        "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n\
+         [+]non_learner ok\nok\n"
+    );
+    assert_eq!(
+        http_get(addr, "/livez?verbose").await,
+        (
+            200,
+            "text/plain; charset=utf-8".into(),
+            "[+]serializable_read ok\nok\n".into()
+        )
+    );
     served.fake.healthy.store(false, Ordering::Relaxed);
     assert_eq!(
         http_get(addr, "/health").await,
@@ -925,9 +944,51 @@ async fn http_endpoints() {
             r#"{"health":"false","reason":"RAFT NO LEADER"}"#.into()
         )
     );
+    // A serializable health check does not need a leader.
+    assert_eq!(http_get(addr, "/health?serializable=true").await.0, 200);
     let (status, _, body) = http_get(addr, "/readyz").await;
-    assert_eq!((status, body.as_str()), (503, "RAFT NO LEADER"));
-    assert_eq!(http_get(addr, "/livez").await.2, "ok");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            503,
+            "[+]data_corruption ok\n[+]serializable_read ok\n\
+             [-]linearizable_read failed: etcdserver: no leader\n[+]non_learner ok\n\n"
+        )
+    );
+    assert_eq!(
+        http_get(addr, "/readyz?exclude=linearizable_read&verbose")
+            .await
+            .2,
+        "[+]data_corruption ok\n[+]serializable_read ok\n[+]non_learner ok\nok\n"
+    );
+    assert_eq!(
+        http_get(
+            addr,
+            "/readyz?allowlist=serializable_read&allowlist=non_learner"
+        )
+        .await
+        .2,
+        "ok\n"
+    );
+    assert_eq!(http_get(addr, "/readyz/linearizable_read").await.0, 503);
+    assert_eq!(http_get(addr, "/readyz/serializable_read").await.2, "ok\n");
+    assert_eq!(http_get(addr, "/readyz/no_such_check").await.0, 404);
+    assert_eq!(http_get(addr, "/livez").await.2, "ok\n");
+    served.fake.healthy.store(true, Ordering::Relaxed);
+    // Alarms fail /health unless excluded; CORRUPT fails data_corruption.
+    *served.fake.alarms.lock().unwrap() = vec!["NOSPACE".into()];
+    assert_eq!(
+        http_get(addr, "/health").await.2,
+        r#"{"health":"false","reason":"ALARM NOSPACE"}"#
+    );
+    assert_eq!(http_get(addr, "/health?exclude=NOSPACE").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    *served.fake.alarms.lock().unwrap() = vec!["CORRUPT".into()];
+    assert_eq!(
+        http_get(addr, "/readyz/data_corruption").await.2,
+        "[-]data_corruption failed: alarm activated: CORRUPT\n\n"
+    );
+    served.fake.alarms.lock().unwrap().clear();
     assert_eq!(
         http_get(addr, "/version").await,
         (

@@ -25,6 +25,7 @@ pub mod config;
 mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
+mod health;
 pub mod hooks;
 pub mod ids;
 mod join;
@@ -59,6 +60,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::apply::{Applied, Applier};
 use crate::bootstrap::LocalState;
 use crate::config::Config;
+use crate::health::MemberHealth;
 use crate::hooks::{MemberHooks, MemberWatch, WatchHeaders};
 use crate::member::{Member, MemberInfo, RequestLimits, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
@@ -102,7 +104,11 @@ pub async fn run(
     serve_on(
         &mut servers,
         metrics_listeners,
-        http::router(member.clone(), metrics.clone(), versions()),
+        http::router(
+            Arc::new(MemberHealth::new(member.clone(), local.alarms.clone())),
+            metrics.clone(),
+            versions(),
+        ),
         &stop_rx,
         Surface::Metrics,
     );
@@ -255,7 +261,8 @@ fn client_router(
     watch_hub: Arc<WatchHub>,
     metrics: Option<PrometheusHandle>,
 ) -> axum::Router {
-    let http_router = http::router(member.clone(), metrics, versions());
+    let health = Arc::new(MemberHealth::new(member.clone(), local.alarms.clone()));
+    let http_router = http::router(health, metrics, versions());
     #[cfg(feature = "failpoints")]
     let http_router = if failpoints::enabled() {
         tracing::warn!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cairn_grpc_gateway::api::{Health, HealthApi, KvApi, RangeChunks};
+use cairn_grpc_gateway::api::{KvApi, RangeChunks};
 use cairn_grpc_gateway::EtcdError;
 use cairn_mvcc_store::{self as mvcc, Backend, KvStore};
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
@@ -16,7 +16,7 @@ use cairn_proto::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use cairn_raft_node::{RaftHandle, Role};
+use cairn_raft_node::RaftHandle;
 use prost::Message as _;
 use tonic::transport::Channel;
 
@@ -340,35 +340,6 @@ fn range_chunks(
             Err(e) => Some((Err(client_error::store(&e)), None)),
         }
     }))
-}
-
-#[async_trait]
-impl HealthApi for Member {
-    async fn health(&self) -> Health {
-        let st = self.raft.status();
-        if st.stopped {
-            return Health {
-                healthy: false,
-                reason: "server stopped".into(),
-            };
-        }
-        if st.leader_id == 0 && st.role != Role::Leader {
-            return Health {
-                healthy: false,
-                reason: "RAFT NO LEADER".into(),
-            };
-        }
-        match self.linearizable_barrier().await {
-            Ok(()) => Health {
-                healthy: true,
-                reason: String::new(),
-            },
-            Err(e) => Health {
-                healthy: false,
-                reason: format!("QGET ERROR:{e}"),
-            },
-        }
-    }
 }
 
 /// Publishes this member's name and client URLs through raft (etcd does it at every start)
