@@ -140,6 +140,19 @@ pub struct Config {
         default_value = "10m0s"
     )]
     pub experimental_watch_progress_notify_interval: String,
+    /// Automatic compaction: `periodic` (keep a time window of history) or `revision`
+    /// (keep a number of revisions); off while --auto-compaction-retention is 0.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        default_value = "periodic",
+        value_parser = ["periodic", "revision"]
+    )]
+    pub auto_compaction_mode: String,
+    /// What automatic compaction keeps: a duration (`1h`, `30m`, or a bare number of
+    /// hours) in periodic mode, a revision count in revision mode; 0 turns it off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -414,6 +427,48 @@ impl Config {
     }
 }
 
+/// The automatic compaction the flags ask for (`crate::auto_compact` runs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much time of history.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
+}
+
+impl Config {
+    /// The automatic compaction the flags ask for; None when it is off.
+    pub fn auto_compaction(&self) -> Result<Option<AutoCompaction>, ConfigError> {
+        let text = self.auto_compaction_retention.trim();
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "--auto-compaction-retention: invalid value {text:?} for mode {:?}",
+                self.auto_compaction_mode
+            ))
+        };
+        if text.is_empty() || text == "0" {
+            return Ok(None);
+        }
+        match self.auto_compaction_mode.as_str() {
+            "revision" => match text.parse::<i64>() {
+                Ok(n) if n > 0 => Ok(Some(AutoCompaction::Revision(n))),
+                _ => Err(bad()),
+            },
+            _ => {
+                // A bare number is hours, as in etcd.
+                let window = match text.parse::<u64>() {
+                    Ok(hours) => Duration::from_secs(hours.checked_mul(3600).ok_or_else(bad)?),
+                    Err(_) => parse_go_duration(text).ok_or_else(bad)?,
+                };
+                if window.is_zero() {
+                    return Ok(None);
+                }
+                Ok(Some(AutoCompaction::Periodic(window)))
+            }
+        }
+    }
+}
+
 /// Parses a Go duration (`1h2m3.5s`, `500ms`, `10us`; a bare `0` is zero).
 fn parse_go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
@@ -451,6 +506,37 @@ fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_compaction_flags_read_as_etcd_reads_them() {
+        let with = |mode: &str, retention: &str| {
+            Config::parse_from([
+                "cairn",
+                "--auto-compaction-mode",
+                mode,
+                "--auto-compaction-retention",
+                retention,
+            ])
+            .auto_compaction()
+        };
+        assert_eq!(Config::default().auto_compaction().unwrap(), None);
+        assert_eq!(
+            with("periodic", "1").unwrap(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            with("periodic", "30m").unwrap(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            with("revision", "1000").unwrap(),
+            Some(AutoCompaction::Revision(1000))
+        );
+        assert_eq!(with("revision", "0").unwrap(), None);
+        for (mode, bad) in [("revision", "1h"), ("revision", "-5"), ("periodic", "soon")] {
+            assert!(with(mode, bad).is_err(), "{mode} {bad}");
+        }
+    }
 
     #[test]
     fn go_durations() {

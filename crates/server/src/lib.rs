@@ -18,6 +18,7 @@
 
 pub mod alarms;
 pub mod apply;
+mod auto_compact;
 mod bootstrap;
 mod client_error;
 mod cluster;
@@ -73,6 +74,7 @@ pub async fn run(
     crate::metrics::describe();
     crate::metrics::record_versions(ETCD_VERSION, env!("CARGO_PKG_VERSION"));
     let (tick, election_ticks) = cfg.raft_timing()?;
+    let auto_compaction = cfg.auto_compaction()?;
     let client_addrs = cfg.client_listen_addrs()?;
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
     let local = LocalState::open(&cfg, min_lease_ttl).await?;
@@ -121,7 +123,7 @@ pub async fn run(
         &stop_rx,
         Surface::Clients,
     );
-    let background = [
+    let mut background = vec![
         tokio::spawn(member::publish_attributes(member.clone())),
         lease::spawn_expiry_loop(
             member.clone(),
@@ -130,6 +132,9 @@ pub async fn run(
         ),
         spawn_size_gauges(&local),
     ];
+    if let Some(mode) = auto_compaction {
+        background.push(auto_compact::spawn(member.clone(), mode));
+    }
 
     let mut status = raft.subscribe_status();
     let outcome = tokio::select! {
@@ -379,7 +384,7 @@ async fn shut_down(
     removed: bool,
     stop: watch::Sender<bool>,
     mut servers: JoinSet<Result<(), serve::ServeError>>,
-    background: [JoinHandle<()>; 3],
+    background: Vec<JoinHandle<()>>,
 ) {
     let stop_raft = || {
         let raft = raft.clone();

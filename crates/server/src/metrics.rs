@@ -9,6 +9,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
 /// etcd's version gauge: 1 with the reported etcd version as its label.
 const SERVER_VERSION: &str = "etcd_server_version";
+/// Counter: compactions the automatic compaction asked for (etcd's debugging metric).
+pub(crate) const AUTO_COMPACTIONS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_total";
 /// cairn's own version: 1 with the cairn release as its label.
 const CAIRN_BUILD_INFO: &str = "cairn_build_info";
 
@@ -24,6 +26,7 @@ pub fn describe() {
         SERVER_VERSION,
         "Which version is running. 1 for 'server_version' label with current version."
     );
+    metrics::describe_counter!(AUTO_COMPACTIONS_TOTAL, "Total number of db compaction.");
     metrics::describe_gauge!(
         CAIRN_BUILD_INFO,
         "Which cairn release is running. 1 for 'version' label with current version."
