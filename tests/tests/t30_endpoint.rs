@@ -241,3 +241,37 @@ fn livez_and_readyz_run_etcds_named_checks() {
     assert_eq!(get("/livez?exclude=serializable_read&verbose").body, "ok\n");
     assert_eq!(get("/readyz/unknown").status, 404);
 }
+
+#[test]
+fn etcd_36_flags_are_accepted_and_unknown_feature_gates_refused() {
+    if cairn_tests::server_kind() == cairn_tests::ServerKind::Etcd {
+        return; // etcd 3.4 predates these names
+    }
+    let server = Server::start(
+        ServerOpts::new()
+            .arg("--feature-gates")
+            .arg("StopGRPCServiceOnDefrag=true,CompactHashCheck=false")
+            .arg("--watch-progress-notify-interval")
+            .arg("5s")
+            .arg("--snapshot-catchup-entries")
+            .arg("100")
+            .arg("--max-learners")
+            .arg("2")
+            .arg("--compact-hash-check-time")
+            .arg("1m"),
+    );
+    assert_eq!(server.etcdctl(&["put", "k", "v"]).ok(), "OK\n");
+    drop(server);
+    let mut refused = Server::launch(
+        ServerOpts::new()
+            .arg("--feature-gates")
+            .arg("NoSuchGate=true"),
+    );
+    let status = refused.wait_exit(std::time::Duration::from_secs(20));
+    assert!(!status.success());
+    let log = refused.log_tail(50);
+    assert!(
+        log.contains("--feature-gates: unrecognized feature gate: NoSuchGate"),
+        "{log}"
+    );
+}

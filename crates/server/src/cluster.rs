@@ -91,7 +91,7 @@ impl ClusterApi for Member {
         let existing = self.members.list();
         reconfig::check_peer_urls_free(&existing, &req.peer_ur_ls, None)?;
         if req.is_learner {
-            reconfig::check_learner_add(&existing)?;
+            reconfig::check_learner_add(&existing, self.limits.max_learners)?;
         } else {
             reconfig::check_voter_add(&existing, &self.started_voters().await)?;
         }

@@ -97,15 +97,38 @@ pub struct Config {
     )]
     pub initial_cluster_token: String,
     /// Number of committed transactions to trigger a snapshot to disk.
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
     /// Number of entries for a slow follower to catch up after compacting the raft storage entries.
+    /// (`--snapshot-catchup-entries` since etcd 3.6; the experimental name is kept.)
     #[arg(
         long,
+        visible_alias = "snapshot-catchup-entries",
         env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
         default_value_t = 5_000
     )]
     pub experimental_snapshot_catchup_entries: u64,
+    /// Maximum number of learners in the cluster (etcd 3.6's --max-learners).
+    #[arg(
+        long,
+        visible_alias = "experimental-max-learners",
+        env = "ETCD_MAX_LEARNERS",
+        default_value_t = 1
+    )]
+    pub max_learners: usize,
+    /// How often the leader compares its compaction hashes with the followers' (etcd
+    /// 3.6's --compact-hash-check-time; accepted, cairn checks hashes on request only).
+    #[arg(
+        long,
+        visible_alias = "experimental-compact-hash-check-time",
+        env = "ETCD_COMPACT_HASH_CHECK_TIME",
+        default_value = "1m0s"
+    )]
+    pub compact_hash_check_time: String,
+    /// etcd's feature gates, `Name=true|false,...` (etcd 3.6+): the names etcd knows are
+    /// accepted, with a warning for those cairn has no switch for; others are refused.
+    #[arg(long, env = "ETCD_FEATURE_GATES", default_value = "")]
+    pub feature_gates: String,
     /// Whether to fast-forward initial election ticks on boot for faster election.
     #[arg(
         long,
@@ -134,8 +157,10 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     /// Interval of progress notifications for watchers that ask for them (a Go duration
     /// such as `10m0s` or `500ms`).
+    /// (`--watch-progress-notify-interval` since etcd 3.6; the experimental name is kept.)
     #[arg(
         long,
+        visible_alias = "watch-progress-notify-interval",
         env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
         default_value = "10m0s"
     )]
@@ -427,6 +452,36 @@ impl Config {
     }
 }
 
+/// The feature gates etcd 3.7 knows, with what cairn does about each.
+pub const FEATURE_GATES: [(&str, &str); 8] = [
+    (
+        "StopGRPCServiceOnDefrag",
+        "not needed: cairn's defragmentation does not stop serving",
+    ),
+    (
+        "TxnModeWriteWithSharedBuffer",
+        "no effect: a bbolt buffer setting",
+    ),
+    (
+        "InitialCorruptCheck",
+        "no effect yet: cairn checks hashes on request (HashKV)",
+    ),
+    (
+        "CompactHashCheck",
+        "no effect yet: cairn checks hashes on request (HashKV)",
+    ),
+    ("LeaseCheckpoint", "always on in cairn"),
+    ("LeaseCheckpointPersist", "always on in cairn"),
+    (
+        "SetMemberLocalAddr",
+        "no effect: peers dial from any local address",
+    ),
+    (
+        "FastLeaseKeepAlive",
+        "no effect: keep-alives do not wait for apply",
+    ),
+];
+
 /// The automatic compaction the flags ask for (`crate::auto_compact` runs it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AutoCompaction {
@@ -437,6 +492,40 @@ pub enum AutoCompaction {
 }
 
 impl Config {
+    /// The feature gates set (name, value), checked as etcd checks them: every name one
+    /// etcd knows (or `AllAlpha` / `AllBeta`), every value a boolean.
+    pub fn feature_gates(&self) -> Result<Vec<(String, bool)>, ConfigError> {
+        let mut out = Vec::new();
+        for part in split_list(&self.feature_gates) {
+            let Some((name, value)) = part.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "--feature-gates: missing bool value for {part}"
+                )));
+            };
+            let (name, value) = (name.trim(), value.trim());
+            let known = FEATURE_GATES.iter().any(|(n, _)| *n == name)
+                || name == "AllAlpha"
+                || name == "AllBeta";
+            if !known {
+                return Err(ConfigError::Invalid(format!(
+                    "--feature-gates: unrecognized feature gate: {name}"
+                )));
+            }
+            let value = match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" => true,
+                "false" | "0" | "f" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "--feature-gates: invalid value of {name}={value}, err: \
+                         strconv.ParseBool: parsing {value:?}: invalid syntax"
+                    )))
+                }
+            };
+            out.push((name.to_string(), value));
+        }
+        Ok(out)
+    }
+
     /// The automatic compaction the flags ask for; None when it is off.
     pub fn auto_compaction(&self) -> Result<Option<AutoCompaction>, ConfigError> {
         let text = self.auto_compaction_retention.trim();
@@ -539,6 +628,41 @@ mod tests {
     }
 
     #[test]
+    fn etcd_36_flag_names_and_feature_gates() {
+        let c = Config::parse_from([
+            "cairn",
+            "--snapshot-catchup-entries",
+            "100",
+            "--watch-progress-notify-interval",
+            "5s",
+            "--max-learners",
+            "2",
+            "--compact-hash-check-time",
+            "2m",
+            "--feature-gates",
+            "StopGRPCServiceOnDefrag=true,CompactHashCheck=false",
+        ]);
+        assert_eq!(
+            (c.experimental_snapshot_catchup_entries, c.max_learners),
+            (100, 2)
+        );
+        assert_eq!(c.experimental_watch_progress_notify_interval, "5s");
+        assert_eq!(
+            c.feature_gates().unwrap(),
+            vec![
+                ("StopGRPCServiceOnDefrag".to_string(), true),
+                ("CompactHashCheck".to_string(), false)
+            ]
+        );
+        let gates = |g: &str| Config::parse_from(["cairn", "--feature-gates", g]).feature_gates();
+        assert!(
+            matches!(gates("NoSuchGate=true"), Err(ConfigError::Invalid(m)) if m.contains("unrecognized feature gate: NoSuchGate"))
+        );
+        assert!(gates("CompactHashCheck=maybe").is_err());
+        assert!(gates("CompactHashCheck").is_err());
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("10m0s"), Some(Duration::from_secs(600)));
         assert_eq!(parse_go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
@@ -573,7 +697,11 @@ mod tests {
         );
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
-        assert_eq!(c.snapshot_count, 100_000);
+        assert_eq!(c.snapshot_count, 10_000);
+        assert_eq!(
+            (c.max_learners, c.experimental_snapshot_catchup_entries),
+            (1, 5_000)
+        );
         assert_eq!(c.quota_backend_bytes(), 2_147_483_648);
     }
 

@@ -75,6 +75,13 @@ pub async fn run(
     crate::metrics::record_versions(ETCD_VERSION, env!("CARGO_PKG_VERSION"));
     let (tick, election_ticks) = cfg.raft_timing()?;
     let auto_compaction = cfg.auto_compaction()?;
+    for (gate, value) in cfg.feature_gates()? {
+        let effect = config::FEATURE_GATES
+            .iter()
+            .find(|(name, _)| *name == gate)
+            .map_or("no effect in cairn", |(_, effect)| *effect);
+        tracing::warn!(gate, value, effect, "feature gate accepted");
+    }
     let client_addrs = cfg.client_listen_addrs()?;
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
     let local = LocalState::open(&cfg, min_lease_ttl).await?;
@@ -236,6 +243,7 @@ fn request_limits(cfg: &Config) -> RequestLimits {
         max_request_bytes: cfg.max_request_bytes as usize,
         max_txn_ops: cfg.max_txn_ops as usize,
         request_timeout: cfg.request_timeout(),
+        max_learners: cfg.max_learners,
     }
 }
 

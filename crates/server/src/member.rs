@@ -40,6 +40,8 @@ pub struct RequestLimits {
     pub max_txn_ops: usize,
     /// How long a request may wait for raft.
     pub request_timeout: Duration,
+    /// `--max-learners`.
+    pub max_learners: usize,
 }
 
 /// Who this member is and how it presents itself in the member list.

@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use cairn_grpc_gateway::EtcdError;
 use cairn_proto::etcdserverpb::Member;
 
-/// etcd's limit on learners in a cluster.
-pub(crate) const MAX_LEARNERS: usize = 1;
 /// A learner may be promoted once its log matches at least this share of the leader's.
 pub(crate) const LEARNER_READY_PERCENT: f64 = 0.9;
 /// A voter counts as started while its log is at most this many entries behind the
@@ -64,9 +62,9 @@ fn voters(members: &[Member]) -> usize {
     members.iter().filter(|m| !m.is_learner).count()
 }
 
-/// Adding a learner: one at most.
-pub(crate) fn check_learner_add(members: &[Member]) -> Result<(), EtcdError> {
-    if members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+/// Adding a learner: `max_learners` at most (`--max-learners`, 1 by default).
+pub(crate) fn check_learner_add(members: &[Member], max_learners: usize) -> Result<(), EtcdError> {
+    if members.iter().filter(|m| m.is_learner).count() >= max_learners {
         return Err(EtcdError::TooManyLearners);
     }
     Ok(())
@@ -211,11 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn one_learner_at_most() {
+    fn max_learners_at_most() {
         let mut members = three_voters();
-        assert_eq!(check_learner_add(&members), Ok(()));
+        assert_eq!(check_learner_add(&members, 1), Ok(()));
         members.push(member(4, "http://10.0.0.4:2380", true));
-        assert_eq!(check_learner_add(&members), Err(EtcdError::TooManyLearners));
+        assert_eq!(
+            check_learner_add(&members, 1),
+            Err(EtcdError::TooManyLearners)
+        );
+        assert_eq!(check_learner_add(&members, 2), Ok(()));
     }
 
     #[test]
