@@ -600,11 +600,9 @@ mod tests {
     fn auto_compaction_flags_read_as_etcd_reads_them() {
         let with = |mode: &str, retention: &str| {
             Config::parse_from([
-                "cairn",
-                "--auto-compaction-mode",
-                mode,
-                "--auto-compaction-retention",
-                retention,
+                "cairn".to_string(),
+                format!("--auto-compaction-mode={mode}"),
+                format!("--auto-compaction-retention={retention}"),
             ])
             .auto_compaction()
         };
