@@ -146,6 +146,22 @@ mod wire {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DowngradeRequest {
+        #[prost(int32, tag = "1")]
+        pub action: i32,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DowngradeResponse {
+        #[prost(message, optional, tag = "1")]
+        pub header: Option<ResponseHeader>,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct RangeStreamResponse {
         #[prost(message, optional, tag = "1")]
         pub range_response: Option<RangeResponse>,
@@ -623,6 +639,64 @@ fn status_hash_kv_and_snapshot_carry_etcd_3_6_fields() {
                 ("", 0, None)
             );
             assert_eq!((hash.hash_revision, first.version.as_str()), (0, ""));
+        }
+    });
+}
+
+#[test]
+fn downgrade_answers_as_a_single_version_etcd_cluster() {
+    use wire::{DowngradeRequest, DowngradeResponse};
+    const PATH: &str = "/etcdserverpb.Maintenance/Downgrade";
+    // etcd's actions: VALIDATE 0, ENABLE 1, CANCEL 2.
+    let ask = |action: i32, version: &str| DowngradeRequest {
+        action,
+        version: version.into(),
+    };
+    let server = Server::start(ServerOpts::new());
+    runtime().block_on(async {
+        let ch = channel(&server).await;
+        let call = |req: DowngradeRequest| {
+            let ch = ch.clone();
+            async move { unary::<_, DowngradeResponse>(&ch, PATH, req).await }
+        };
+        if server_kind() == ServerKind::Etcd {
+            // etcd 3.4 predates the Downgrade RPC.
+            let err = call(ask(0, "3.3.0")).await.expect_err("unknown there");
+            assert_eq!(err.code(), Code::Unimplemented);
+            return;
+        }
+        let ok = call(ask(0, "3.6.0")).await.unwrap();
+        assert_eq!(ok.version, "3.7");
+        for (req, code, message) in [
+            (
+                ask(0, "3.6"),
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                ask(0, "3.5.0"),
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                ask(0, "3.7.0"),
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            (
+                ask(1, "banana"),
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            (
+                ask(2, ""),
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
+            (ask(7, "3.6.0"), Code::Unknown, "etcdserver: unknown method"),
+        ] {
+            let err = call(req.clone()).await.expect_err("refused");
+            assert_eq!((err.code(), err.message()), (code, message), "{req:?}");
         }
     });
 }

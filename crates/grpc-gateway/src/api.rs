@@ -7,15 +7,16 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
-    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse,
-    HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberAddRequest,
-    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RangeStreamResponse, SnapshotResponse, StatusRequest,
-    StatusResponse, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
+    DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
+    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RangeStreamResponse,
+    SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use futures::Stream;
 
@@ -69,6 +70,14 @@ pub trait MaintenanceApi: Send + Sync + 'static {
     async fn move_leader(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, EtcdError>;
     /// A consistent point-in-time copy of the backend, in chunks.
     async fn snapshot(&self) -> Result<SnapshotChunks, EtcdError>;
+    /// Validates, enables or cancels a cluster downgrade (etcd 3.5+). A server without
+    /// it answers `Unimplemented`.
+    async fn downgrade(&self, req: DowngradeRequest) -> Result<DowngradeResponse, EtcdError> {
+        let _ = req;
+        Err(EtcdError::Unimplemented(
+            "/etcdserverpb.Maintenance/Downgrade".to_string(),
+        ))
+    }
 }
 
 /// etcd's Cluster service.

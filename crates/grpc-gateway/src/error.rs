@@ -113,6 +113,15 @@ pub enum EtcdError {
     /// MoveLeader to a member that cannot lead.
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
+    /// A downgrade target that is not a semantic version.
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    /// A downgrade target other than the previous minor version.
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    /// A downgrade cancelled while none is in progress.
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
     /// A RangeStream with a sort or a revision filter (etcd 3.7 streams key order only).
     #[error("etcdserver: range stream does not support sorting or revision filters")]
     RangeStreamUnsupported,
@@ -127,7 +136,7 @@ pub enum EtcdError {
 impl EtcdError {
     /// Every error whose message is fixed (all but those carrying details), for reading a
     /// status back ([`EtcdError::from_status`]).
-    pub const FIXED: [EtcdError; 33] = {
+    pub const FIXED: [EtcdError; 36] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -163,6 +172,9 @@ impl EtcdError {
             TooManyLearners,
             BadLeaderTransferee,
             RangeStreamUnsupported,
+            WrongDowngradeVersionFormat,
+            InvalidDowngradeTargetVersion,
+            NoInflightDowngrade,
         ]
     };
 
@@ -193,7 +205,10 @@ impl EtcdError {
             | LearnerNotReady
             | TooManyLearners
             | BadLeaderTransferee => Code::FailedPrecondition,
-            MemberBadUrls => Code::InvalidArgument,
+            MemberBadUrls | WrongDowngradeVersionFormat | InvalidDowngradeTargetVersion => {
+                Code::InvalidArgument
+            }
+            NoInflightDowngrade => Code::FailedPrecondition,
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
@@ -319,6 +334,21 @@ mod tests {
                     format!("grpc: received message larger than max ({got} vs. {max})"),
                 )
             }
+            WrongDowngradeVersionFormat => (
+                36,
+                Code::InvalidArgument,
+                "etcdserver: wrong downgrade target version format",
+            ),
+            InvalidDowngradeTargetVersion => (
+                37,
+                Code::InvalidArgument,
+                "etcdserver: invalid downgrade target version",
+            ),
+            NoInflightDowngrade => (
+                38,
+                Code::FailedPrecondition,
+                "etcdserver: no inflight downgrade job",
+            ),
             RangeStreamUnsupported => (
                 35,
                 Code::Unimplemented,

@@ -114,14 +114,6 @@ impl<A: ?Sized> Service<A> {
     }
 }
 
-/// Answers a method cairn does not serve (yet) as grpc-go answers an unknown one.
-fn unimplemented<T>(service: &'static str, method: &'static str) -> Result<Response<T>, Status> {
-    metrics::started(RpcType::Unary, service, method);
-    let e = EtcdError::Unimplemented(format!("/{service}/{method}"));
-    metrics::handled(RpcType::Unary, service, method, e.code());
-    Err(e.into())
-}
-
 #[tonic::async_trait]
 impl<A: KvApi + ?Sized> pb::kv_server::Kv for Service<A> {
     async fn range(
@@ -372,8 +364,11 @@ impl<A: MaintenanceApi + ?Sized> pb::maintenance_server::Maintenance for Service
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
-        unimplemented(MAINTENANCE, "Downgrade")
+        self.unary(MAINTENANCE, "Downgrade", request, |api, req| {
+            api.downgrade(req)
+        })
+        .await
     }
 }

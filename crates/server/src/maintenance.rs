@@ -13,16 +13,17 @@ use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::MvccError;
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeInfo,
-    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, ResponseHeader, SnapshotResponse, StatusRequest, StatusResponse,
+    downgrade_request::DowngradeAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest,
+    DefragmentResponse, DowngradeInfo, DowngradeRequest, DowngradeResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    ResponseHeader, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use cairn_raft_node::Role;
 
 use crate::alarms::{self, Alarms};
 use crate::apply::Applied;
 use crate::client_error;
-use crate::member::{Member, ETCD_VERSION, STORAGE_VERSION};
+use crate::member::{Member, ETCD_CLUSTER_VERSION, ETCD_VERSION, STORAGE_VERSION};
 use crate::quota::backend_size;
 use crate::snapshot_file::stream_tail;
 
@@ -54,6 +55,24 @@ impl Maintenance {
             quota_bytes,
         }
     }
+}
+
+/// `major.minor` of a version, as etcd reports a cluster version in Downgrade answers.
+fn cluster_minor(version: &str) -> String {
+    version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// etcd's checks of a downgrade target: a semantic version, one minor version below the
+/// cluster's.
+fn check_downgrade_target(target: &str) -> Result<(), EtcdError> {
+    let target =
+        semver::Version::parse(target).map_err(|_| EtcdError::WrongDowngradeVersionFormat)?;
+    let current = semver::Version::parse(ETCD_CLUSTER_VERSION)
+        .map_err(|e| EtcdError::Internal(format!("cluster version: {e}")))?;
+    if target.major != current.major || target.minor + 1 != current.minor {
+        return Err(EtcdError::InvalidDowngradeTargetVersion);
+    }
+    Ok(())
 }
 
 /// Runs `work` on a blocking thread (it reads or rewrites the whole backend).
@@ -142,6 +161,27 @@ impl MaintenanceApi for Maintenance {
             compact_revision: hashed.compact_revision,
             hash_revision: hashed.hash_revision,
         })
+    }
+
+    async fn downgrade(&self, req: DowngradeRequest) -> Result<DowngradeResponse, EtcdError> {
+        let action = DowngradeAction::try_from(req.action)
+            .map_err(|_| EtcdError::Internal("unknown method".into()))?;
+        if action == DowngradeAction::Cancel {
+            // One version in the cluster: nothing to cancel.
+            return Err(EtcdError::NoInflightDowngrade);
+        }
+        check_downgrade_target(&req.version)?;
+        match action {
+            DowngradeAction::Validate => Ok(DowngradeResponse {
+                header: self.member.header_now(),
+                version: cluster_minor(ETCD_CLUSTER_VERSION),
+            }),
+            _ => Err(EtcdError::Internal(
+                "downgrade is not supported: cairn has one storage format; move the data \
+                 with a snapshot instead"
+                    .into(),
+            )),
+        }
     }
 
     async fn move_leader(&self, req: MoveLeaderRequest) -> Result<MoveLeaderResponse, EtcdError> {
