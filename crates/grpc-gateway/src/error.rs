@@ -122,6 +122,21 @@ pub enum EtcdError {
     /// A downgrade cancelled while none is in progress.
     #[error("etcdserver: no inflight downgrade job")]
     NoInflightDowngrade,
+    /// Unlock of a key that is not a lock (no lease, or not `<name>/<lease in hex>`).
+    #[error("lock: key is not a lock")]
+    NotALock,
+    /// Proclaim or another leader-only call by a candidate that does not lead.
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    /// Leader of an election nobody leads.
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    /// The lease of a lock or candidacy expired while it waited.
+    #[error("session expired")]
+    SessionExpired,
+    /// An Election call without its `leader` field.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// A RangeStream with a sort or a revision filter (etcd 3.7 streams key order only).
     #[error("etcdserver: range stream does not support sorting or revision filters")]
     RangeStreamUnsupported,
@@ -136,7 +151,7 @@ pub enum EtcdError {
 impl EtcdError {
     /// Every error whose message is fixed (all but those carrying details), for reading a
     /// status back ([`EtcdError::from_status`]).
-    pub const FIXED: [EtcdError; 36] = {
+    pub const FIXED: [EtcdError; 41] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -175,6 +190,11 @@ impl EtcdError {
             WrongDowngradeVersionFormat,
             InvalidDowngradeTargetVersion,
             NoInflightDowngrade,
+            NotALock,
+            ElectionNotLeader,
+            ElectionNoLeader,
+            SessionExpired,
+            MissingLeaderKey,
         ]
     };
 
@@ -209,6 +229,11 @@ impl EtcdError {
                 Code::InvalidArgument
             }
             NoInflightDowngrade => Code::FailedPrecondition,
+            NotALock => Code::InvalidArgument,
+            // Plain errors of etcd's concurrency package: grpc-go answers Unknown.
+            ElectionNotLeader | ElectionNoLeader | SessionExpired | MissingLeaderKey => {
+                Code::Unknown
+            }
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
@@ -349,6 +374,11 @@ mod tests {
                 Code::FailedPrecondition,
                 "etcdserver: no inflight downgrade job",
             ),
+            NotALock => (39, Code::InvalidArgument, "lock: key is not a lock"),
+            ElectionNotLeader => (40, Code::Unknown, "election: not leader"),
+            ElectionNoLeader => (41, Code::Unknown, "election: no leader"),
+            SessionExpired => (42, Code::Unknown, "session expired"),
+            MissingLeaderKey => (43, Code::Unknown, "\"leader\" field must be provided"),
             RangeStreamUnsupported => (
                 35,
                 Code::Unimplemented,

@@ -1,6 +1,7 @@
 //! Every client-facing surface of cairn, written against small traits ([`api`]) rather
 //! than against the server's insides: etcd's gRPC services (KV, Watch, Lease, Cluster,
-//! Maintenance), the gRPC health service, and the HTTP endpoints (`/health`, `/livez`,
+//! Maintenance, and Lock and Election as recipes over KV and Watch), the gRPC health
+//! service, and the HTTP endpoints (`/health`, `/livez`,
 //! `/readyz`, `/version`, `/metrics`), all on one port as etcd serves them. Errors carry
 //! etcd's exact codes and messages ([`EtcdError`]); the gRPC metrics keep
 //! go-grpc-prometheus's names ([`metrics`]). Anything that implements the traits can be
@@ -35,6 +36,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod recipes;
 pub mod serve;
 pub mod watch;
 

@@ -15,8 +15,12 @@ use tonic::service::Routes;
 use tonic::transport::server::Connected;
 
 use crate::api::{ClusterApi, KvApi, LeaseApi, MaintenanceApi, WatchApi};
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
+
 use crate::authority::AuthorityFix;
 use crate::grpc::{Limits, Service};
+use crate::recipes::Recipes;
 
 /// Errors of the client listener.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +63,15 @@ pub fn client_routes(apis: ClientApis, limits: Limits) -> Routes {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
     });
+    let recipes = Recipes::new(apis.kv.clone(), apis.watch.clone());
     Routes::new(limited!(KvServer, apis.kv))
         .add_service(limited!(WatchServer, apis.watch))
+        .add_service(
+            LockServer::new(recipes.clone()).max_decoding_message_size(limits.transport_limit()),
+        )
+        .add_service(
+            ElectionServer::new(recipes).max_decoding_message_size(limits.transport_limit()),
+        )
         .add_service(limited!(LeaseServer, apis.lease))
         .add_service(limited!(ClusterServer, apis.cluster))
         .add_service(limited!(MaintenanceServer, apis.maintenance))

@@ -1,0 +1,121 @@
+//! `v3lockpb.Lock`: etcd's mutex recipe.
+
+use cairn_proto::etcdserverpb::request_op::Request as Op;
+use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
+use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
+use cairn_proto::v3lockpb::lock_server::Lock;
+use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::{Request, Response, Status};
+
+use super::{created_at, queue_key, queue_prefix, unary, Abandon, Recipes};
+use crate::error::EtcdError;
+
+const SERVICE: &str = "v3lockpb.Lock";
+
+impl Recipes {
+    /// Takes the lock `name` for `lease`: joins the queue (or finds the lease's key in
+    /// it) and waits until every key created before it is gone.
+    async fn lock(&self, req: LockRequest) -> Result<LockResponse, EtcdError> {
+        if req.lease == 0 {
+            return Err(EtcdError::LeaseNotFound);
+        }
+        let prefix = queue_prefix(&req.name);
+        let key = queue_key(&prefix, req.lease);
+        // Join the queue unless this lease is in it already.
+        let txn = self
+            .kv
+            .txn(TxnRequest {
+                compare: vec![created_at(&key, 0)],
+                success: vec![RequestOp {
+                    request: Some(Op::RequestPut(PutRequest {
+                        key: key.clone(),
+                        lease: req.lease,
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![RequestOp {
+                    request: Some(Op::RequestRange(RangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    })),
+                }],
+            })
+            .await?;
+        let my_revision = if txn.succeeded {
+            txn.header.as_ref().map_or(0, |h| h.revision)
+        } else {
+            match txn.responses.first().and_then(|r| r.response.as_ref()) {
+                Some(OpResponse::ResponseRange(range)) => {
+                    range.kvs.first().map_or(0, |kv| kv.create_revision)
+                }
+                _ => 0,
+            }
+        };
+        let abandon = Abandon::new(self, key.clone());
+        let header = self.wait_deletes(&prefix, my_revision - 1).await?;
+        // The lease may have expired while waiting: then the key is gone and the lock
+        // was never held.
+        let mine = self
+            .kv
+            .range(RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        if mine.kvs.is_empty() {
+            abandon.keep();
+            return Err(EtcdError::SessionExpired);
+        }
+        abandon.keep();
+        Ok(LockResponse {
+            header: Some(header),
+            key,
+        })
+    }
+
+    /// Releases a lock: deletes its key. A key that is not a lock (no lease, or not
+    /// `<name>/<its lease in hex>`) is refused and left alone; a key already gone is
+    /// released.
+    async fn unlock(&self, req: UnlockRequest) -> Result<UnlockResponse, EtcdError> {
+        let key = req.key;
+        if key.is_empty() {
+            return Err(EtcdError::EmptyKey);
+        }
+        let found = self
+            .kv
+            .range(RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        if let Some(kv) = found.kvs.first() {
+            let suffix = format!("/{:x}", kv.lease);
+            if kv.lease == 0 || !key.ends_with(suffix.as_bytes()) {
+                return Err(EtcdError::NotALock);
+            }
+        }
+        let header = self.delete(key).await?;
+        Ok(UnlockResponse {
+            header: Some(header),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for Recipes {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        unary(SERVICE, "Lock", Recipes::lock(self, request.into_inner())).await
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        unary(
+            SERVICE,
+            "Unlock",
+            Recipes::unlock(self, request.into_inner()),
+        )
+        .await
+    }
+}
