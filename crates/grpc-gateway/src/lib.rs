@@ -35,6 +35,7 @@ pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod recipes;
 pub mod serve;

@@ -530,8 +530,7 @@ impl Change {
     }
 }
 
-mod stream;
-pub use stream::RangeCursor;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

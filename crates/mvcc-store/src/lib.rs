@@ -81,7 +81,8 @@ pub use backend::{Backend, BackendBatch, BatchOp};
 pub use error::MvccError;
 pub use hash::HashKv;
 pub use key_range::KeyRange;
-pub use kv_store::{KvStore, RangeCursor, WriteOutcome};
+pub use kv_store::stream::RangeCursor;
+pub use kv_store::{KvStore, WriteOutcome};
 pub use revision::Revision;
 pub use validate::{
     validate_delete_range, validate_put, validate_range, validate_txn, DEFAULT_MAX_TXN_OPS,

@@ -301,6 +301,7 @@ fn client_router(
         )),
     };
     let limits = Limits::for_max_request_bytes(cfg.max_request_bytes as usize);
+    let http_router = http_router.merge(cairn_grpc_gateway::json::router(&apis, limits));
     serve::into_router(serve::client_routes(apis, limits), http_router)
 }
 
