@@ -121,3 +121,72 @@ fn bad_requests_get_etcds_json_errors() {
     let (status, _) = post(&server, "/v3/kv/nosuch", "{}");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn watch_and_keep_alive_stream_result_lines() {
+    use std::io::BufRead as _;
+    let server = Server::start(ServerOpts::new());
+    let mut curl = Command::new("curl")
+        .args(["-s", "-N", "-X", "POST", "--data-binary"])
+        .arg(r#"{"create_request":{"key":"Zm9v"}}"#)
+        .arg(format!("{}/v3/watch", server.client_url()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let stdout = curl.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = rx
+            .recv_timeout(cairn_tests::BACKGROUND_DEADLINE)
+            .expect("a watch line in time");
+        serde_json::from_str(&line).expect("a JSON line")
+    };
+    let created = next();
+    assert_eq!(created["result"]["created"], true, "{created}");
+    let (status, _) = post(&server, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#);
+    assert_eq!(status, 200);
+    let event = next();
+    assert_eq!(
+        without_ids(event["result"].clone()),
+        json!({
+            "header": {"revision": "2", "raft_term": "2"},
+            "events": [{"kv": {"key": "Zm9v", "create_revision": "2", "mod_revision": "2",
+                               "version": "1", "value": "YmFy"}}]
+        })
+    );
+    let _ = curl.kill();
+    let _ = curl.wait();
+
+    // Keep-alive: one result line per request, in order; an unknown lease has TTL 0.
+    let (status, lease) = post(&server, "/v3/lease/grant", r#"{"TTL":60}"#);
+    assert_eq!(status, 200);
+    let id = lease["ID"].as_str().unwrap().to_string();
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "--data-binary"])
+        .arg(format!(r#"{{"ID":"{id}"}} {{"ID":"123"}}"#))
+        .arg(format!("{}/v3/lease/keepalive", server.client_url()))
+        .output()
+        .expect("run curl");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["result"]["ID"], &lines[0]["result"]["TTL"]),
+        (&json!(id), &json!("60"))
+    );
+    assert_eq!(lines[1]["result"]["ID"], "123");
+    assert!(lines[1]["result"].get("TTL").is_none());
+}

@@ -5,13 +5,16 @@
 //!
 //! Each path calls the same gRPC service implementation a gRPC client reaches (limits,
 //! metrics and errors included); the JSON mapping is `prost-reflect`'s, driven by the
-//! descriptors of cairn's `.proto` files. The streaming methods (`/v3/watch`,
-//! `/v3/lease/keepalive`, `/v3/maintenance/snapshot`, `/v3/election/observe`) are not
-//! served here yet.
+//! descriptors of cairn's `.proto` files.
+//!
+//! `/v3/watch` and `/v3/lease/keepalive` take one or more JSON requests in the body and
+//! answer a stream of `{"result": ...}` lines, as etcd's gateway does (the watch stream
+//! stays open until the client goes away). `/v3/maintenance/snapshot` and
+//! `/v3/election/observe` are not served here yet.
 
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +23,7 @@ use axum::Router;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::v3electionpb::election_server::Election;
 use cairn_proto::v3lockpb::lock_server::Lock;
+use futures::StreamExt as _;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use tonic::{Code, Request, Status};
@@ -35,6 +39,8 @@ struct Gateway {
     cluster: Service<dyn crate::api::ClusterApi>,
     maintenance: Service<dyn crate::api::MaintenanceApi>,
     recipes: Recipes,
+    watch: Arc<dyn crate::api::WatchApi>,
+    leases: Arc<dyn crate::api::LeaseApi>,
 }
 
 /// The router of `/v3/...` over `apis`, within `limits`.
@@ -45,8 +51,12 @@ pub fn router(apis: &ClientApis, limits: Limits) -> Router {
         cluster: Service::new(apis.cluster.clone(), limits),
         maintenance: Service::new(apis.maintenance.clone(), limits),
         recipes: Recipes::new(apis.kv.clone(), apis.watch.clone()),
+        watch: apis.watch.clone(),
+        leases: apis.lease.clone(),
     });
     Router::new()
+        .route("/v3/watch", post(watch_stream))
+        .route("/v3/lease/keepalive", post(keep_alive_stream))
         .route("/v3/{*method}", post(handle))
         .with_state(gateway)
 }
@@ -270,6 +280,94 @@ async fn translate(
         .serialize_with_options(&mut out, &options)
         .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
     String::from_utf8(out.into_inner()).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// The JSON requests of a streaming call's body (one or more objects), decoded.
+fn stream_requests<T: prost::Message + Default>(
+    body: &[u8],
+    input: &str,
+) -> Result<Vec<T>, Status> {
+    let pool = pool()?;
+    let descriptor = pool
+        .get_message_by_name(input)
+        .ok_or_else(|| Status::internal(format!("no descriptor for {input}")))?;
+    let mut out = Vec::new();
+    for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
+        let value = value.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let message = DynamicMessage::deserialize(descriptor.clone(), value)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        out.push(
+            T::decode(message.encode_to_vec().as_slice())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// One line of a streaming answer: `{"result": <message as JSON>}`.
+fn result_line<T: prost::Message>(message: &T, output: &str) -> String {
+    let encoded = message.encode_to_vec();
+    let json = pool()
+        .ok()
+        .and_then(|pool| pool.get_message_by_name(output))
+        .and_then(|desc| DynamicMessage::decode(desc, encoded.as_slice()).ok())
+        .and_then(|m| {
+            let mut out = serde_json::Serializer::new(Vec::new());
+            let options = SerializeOptions::new()
+                .use_proto_field_name(true)
+                .skip_default_fields(true);
+            m.serialize_with_options(&mut out, &options).ok()?;
+            String::from_utf8(out.into_inner()).ok()
+        })
+        .unwrap_or_else(|| "{}".to_string());
+    format!("{{\"result\":{json}}}\n")
+}
+
+fn stream_response(lines: impl futures::Stream<Item = String> + Send + 'static) -> Response {
+    let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn watch_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let requests: Vec<pb::WatchRequest> = match stream_requests(&body, "etcdserverpb.WatchRequest")
+    {
+        Ok(requests) => requests,
+        Err(status) => return error_response(&status),
+    };
+    let (mut session, responses) = gw.watch.open_stream();
+    for request in requests {
+        session.handle(request).await;
+    }
+    // The session lives as long as the answer: dropping it ends the watchers.
+    stream_response(responses.map(move |resp| {
+        let _keep = &session;
+        result_line(&resp, "etcdserverpb.WatchResponse")
+    }))
+}
+
+async fn keep_alive_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let requests: Vec<pb::LeaseKeepAliveRequest> =
+        match stream_requests(&body, "etcdserverpb.LeaseKeepAliveRequest") {
+            Ok(requests) => requests,
+            Err(status) => return error_response(&status),
+        };
+    let leases = gw.leases.clone();
+    let answers = futures::stream::iter(requests)
+        .then(move |req| {
+            let leases = leases.clone();
+            async move { leases.lease_keep_alive(req).await }
+        })
+        .take_while(|answer| futures::future::ready(answer.is_ok()))
+        .map(|answer| match answer {
+            Ok(resp) => result_line(&resp, "etcdserverpb.LeaseKeepAliveResponse"),
+            Err(_) => String::new(),
+        });
+    stream_response(answers)
 }
 
 #[cfg(test)]
