@@ -303,10 +303,33 @@ impl Server {
 
     /// The resident memory of the process in bytes (Linux `VmRSS`), while it runs.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        rss_of(&format!("/proc/{}/status", self.pid()?))
+    }
+
+    /// The server's resident memory while `work` runs, sampled every 20 ms: `work`'s
+    /// result, the RSS before, and the peak.
+    pub fn rss_during<T>(&self, work: impl FnOnce() -> T) -> (T, u64, u64) {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let before = self.rss_bytes().expect("the server's RSS");
+        let peak = Arc::new(AtomicU64::new(before));
+        let done = Arc::new(AtomicBool::new(false));
+        let status = format!("/proc/{}/status", self.pid().expect("running"));
+        let sampler = {
+            let (peak, done) = (peak.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    if let Some(bytes) = rss_of(&status) {
+                        peak.fetch_max(bytes, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let out = work();
+        done.store(true, Ordering::SeqCst);
+        sampler.join().expect("RSS sampler");
+        (out, before, peak.load(Ordering::SeqCst))
     }
 
     /// The file that receives the server's stdout and stderr.
@@ -512,4 +535,12 @@ fn banner(log: &Path, binary: &Path, args: &[String]) {
             args.join(" ")
         );
     }
+}
+
+/// `VmRSS` in bytes from a `/proc/<pid>/status` file.
+fn rss_of(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -6,10 +6,6 @@
 //! etcd 3.4 has none of it: against it (`CAIRN_TEST_SERVER=etcd`) these tests check that
 //! RangeStream is an unknown method there and that the new fields are absent.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
 use cairn_tests::etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use cairn_tests::tonic::codegen::http::uri::PathAndQuery;
 use cairn_tests::tonic::transport::Channel;
@@ -478,34 +474,6 @@ fn the_revision_stays_pinned_and_a_compaction_mid_stream_ends_it() {
     });
 }
 
-/// Resident memory of `server` while `work` runs: (before, peak), sampled every 20 ms.
-fn rss_during<T>(server: &Server, work: impl FnOnce() -> T) -> (T, u64, u64) {
-    let before = server.rss_bytes().expect("rss");
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        let status = format!("/proc/{}/status", server.pid().expect("running"));
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|text| {
-                    text.lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                }) {
-                    peak.fetch_max(kib * 1024, Ordering::SeqCst);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let out = work();
-    done.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
-    (out, before, peak.load(Ordering::SeqCst))
-}
-
 /// The growth of the server's resident memory allowed while it streams 400 MB: chunks of
 /// --max-request-bytes (1.5 MiB), the connection's buffers, RocksDB's 16 MiB block cache
 /// and its background compactions of what the test just wrote fit inside (measured: 40
@@ -528,7 +496,7 @@ fn two_hundred_thousand_keys_of_2_kib_stream_in_bounded_memory() {
             .await
             .unwrap();
     });
-    let ((keys, bytes), before, peak) = rss_during(&server, || {
+    let ((keys, bytes), before, peak) = server.rss_during(|| {
         rt.block_on(async {
             let ch = channel(&server).await;
             let mut stream = range_stream(&ch, range_of("big/", "big0")).await.unwrap();

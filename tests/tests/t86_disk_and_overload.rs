@@ -267,35 +267,6 @@ fn a_full_disk_stops_the_member_and_freeing_space_brings_it_back() {
     drop(server);
 }
 
-/// Peak resident memory of `server` while `work` runs, sampled every 20 ms.
-fn peak_rss_during<T>(server: &Server, work: impl FnOnce() -> T) -> (T, u64) {
-    let pid_peak = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let status = format!("/proc/{}/status", server.pid().expect("running"));
-    let sampler = {
-        let (peak, done) = (pid_peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if let Ok(text) = std::fs::read_to_string(&status) {
-                    if let Some(kib) = text
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        peak.fetch_max(kib * 1024, Ordering::SeqCst);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let out = work();
-    done.store(true, Ordering::SeqCst);
-    sampler.join().unwrap();
-    (out, pid_peak.load(Ordering::SeqCst))
-}
-
 #[test]
 fn a_flood_while_the_raft_thread_is_held_gets_too_many_requests_in_bounded_memory() {
     if !cairn_only() {
@@ -307,7 +278,7 @@ fn a_flood_while_the_raft_thread_is_held_gets_too_many_requests_in_bounded_memor
     let baseline = server.rss_bytes().unwrap();
     set_failpoint(&server, "raft::advance", "pause");
     let value = "f".repeat(1024 * 1024);
-    let (errors, peak) = peak_rss_during(&server, || {
+    let (errors, _, peak) = server.rss_during(|| {
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let tasks: Vec<_> = (0..32)
             .map(|t| {

@@ -4,10 +4,8 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use cairn_proto::etcdserverpb::request_op::Request as Op;
-use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
-    TxnResponse,
+    DeleteRangeRequest, PutRequest, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::v3electionpb::election_server::Election;
@@ -62,55 +60,22 @@ impl Recipes {
         let prefix = queue_prefix(&req.name);
         let key = queue_key(&prefix, req.lease);
         let value = req.value;
-        let txn = self
-            .kv
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![put(&key, value.clone(), req.lease)],
-                failure: vec![RequestOp {
-                    request: Some(Op::RequestRange(RangeRequest {
-                        key: key.clone(),
-                        ..Default::default()
-                    })),
-                }],
-            })
-            .await?;
-        let leader = if txn.succeeded {
-            LeaderKey {
-                name: req.name.clone(),
-                key: key.clone(),
-                rev: txn.header.as_ref().map_or(0, |h| h.revision),
-                lease: req.lease,
-            }
-        } else {
-            // This lease campaigns already: keep its place, with the new value.
-            let existing = match txn.responses.first().and_then(|r| r.response.as_ref()) {
-                Some(OpResponse::ResponseRange(range)) => range.kvs.first().cloned(),
-                _ => None,
-            }
-            .unwrap_or_default();
-            let leader = LeaderKey {
-                name: req.name.clone(),
-                key: key.clone(),
-                rev: existing.create_revision,
-                lease: req.lease,
-            };
-            if existing.value != value {
-                self.proclaim_as(&leader, value).await?;
-            }
-            leader
+        let (rev, existing) = self.join_queue(&key, value.clone(), req.lease).await?;
+        let leader = LeaderKey {
+            name: req.name.clone(),
+            key: key.clone(),
+            rev,
+            lease: req.lease,
         };
+        // This lease campaigned already: it keeps its place, with the new value.
+        if existing.is_some_and(|kv| kv.value != value) {
+            self.proclaim_as(&leader, value).await?;
+        }
         let abandon = Abandon::new(self, key.clone());
         let header = self.wait_deletes(&prefix, leader.rev - 1).await?;
-        let still = self
-            .kv
-            .range(RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })
-            .await?;
+        let still = self.get(&key).await?;
         abandon.keep();
-        if still.kvs.is_empty() {
+        if still.is_none() {
             return Err(EtcdError::SessionExpired);
         }
         Ok(CampaignResponse {

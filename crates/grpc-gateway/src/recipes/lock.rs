@@ -1,13 +1,10 @@
 //! `v3lockpb.Lock`: etcd's mutex recipe.
 
-use cairn_proto::etcdserverpb::request_op::Request as Op;
-use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
-use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 use cairn_proto::v3lockpb::lock_server::Lock;
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
-use super::{created_at, queue_key, queue_prefix, unary, Abandon, Recipes};
+use super::{queue_key, queue_prefix, unary, Abandon, Recipes};
 use crate::error::EtcdError;
 
 const SERVICE: &str = "v3lockpb.Lock";
@@ -22,47 +19,13 @@ impl Recipes {
         let prefix = queue_prefix(&req.name);
         let key = queue_key(&prefix, req.lease);
         // Join the queue unless this lease is in it already.
-        let txn = self
-            .kv
-            .txn(TxnRequest {
-                compare: vec![created_at(&key, 0)],
-                success: vec![RequestOp {
-                    request: Some(Op::RequestPut(PutRequest {
-                        key: key.clone(),
-                        lease: req.lease,
-                        ..Default::default()
-                    })),
-                }],
-                failure: vec![RequestOp {
-                    request: Some(Op::RequestRange(RangeRequest {
-                        key: key.clone(),
-                        ..Default::default()
-                    })),
-                }],
-            })
-            .await?;
-        let my_revision = if txn.succeeded {
-            txn.header.as_ref().map_or(0, |h| h.revision)
-        } else {
-            match txn.responses.first().and_then(|r| r.response.as_ref()) {
-                Some(OpResponse::ResponseRange(range)) => {
-                    range.kvs.first().map_or(0, |kv| kv.create_revision)
-                }
-                _ => 0,
-            }
-        };
+        let (my_revision, _) = self.join_queue(&key, Default::default(), req.lease).await?;
         let abandon = Abandon::new(self, key.clone());
         let header = self.wait_deletes(&prefix, my_revision - 1).await?;
         // The lease may have expired while waiting: then the key is gone and the lock
         // was never held.
-        let mine = self
-            .kv
-            .range(RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })
-            .await?;
-        if mine.kvs.is_empty() {
+        let mine = self.get(&key).await?;
+        if mine.is_none() {
             abandon.keep();
             return Err(EtcdError::SessionExpired);
         }
@@ -81,14 +44,8 @@ impl Recipes {
         if key.is_empty() {
             return Err(EtcdError::EmptyKey);
         }
-        let found = self
-            .kv
-            .range(RangeRequest {
-                key: key.clone(),
-                ..Default::default()
-            })
-            .await?;
-        if let Some(kv) = found.kvs.first() {
+        let found = self.get(&key).await?;
+        if let Some(kv) = found {
             let suffix = format!("/{:x}", kv.lease);
             if kv.lease == 0 || !key.ends_with(suffix.as_bytes()) {
                 return Err(EtcdError::NotALock);

@@ -15,10 +15,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use cairn_proto::etcdserverpb::request_op::Request as Op;
+use cairn_proto::etcdserverpb::response_op::Response as OpResponse;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, RangeRequest, RangeResponse, ResponseHeader, WatchCreateRequest,
-    WatchRequest,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::KeyValue;
@@ -130,6 +132,60 @@ impl Recipes {
                 }))
             });
         Ok(events)
+    }
+
+    /// Puts `key` (with `value` and `lease`) at the end of its queue unless this lease
+    /// has it already: the key's create revision and, when it was there before, its
+    /// key-value.
+    async fn join_queue(
+        &self,
+        key: &Bytes,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<(i64, Option<KeyValue>), EtcdError> {
+        let txn = self
+            .kv
+            .txn(TxnRequest {
+                compare: vec![created_at(key, 0)],
+                success: vec![RequestOp {
+                    request: Some(Op::RequestPut(PutRequest {
+                        key: key.clone(),
+                        value,
+                        lease,
+                        ..Default::default()
+                    })),
+                }],
+                failure: vec![RequestOp {
+                    request: Some(Op::RequestRange(RangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    })),
+                }],
+            })
+            .await?;
+        if txn.succeeded {
+            return Ok((txn.header.map_or(0, |h| h.revision), None));
+        }
+        let existing = match txn.responses.into_iter().next().and_then(|r| r.response) {
+            Some(OpResponse::ResponseRange(range)) => range.kvs.into_iter().next(),
+            _ => None,
+        };
+        Ok((
+            existing.as_ref().map_or(0, |kv| kv.create_revision),
+            existing,
+        ))
+    }
+
+    /// The key-value of `key`, if it exists.
+    async fn get(&self, key: &Bytes) -> Result<Option<KeyValue>, EtcdError> {
+        let resp = self
+            .kv
+            .range(RangeRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp.kvs.into_iter().next())
     }
 
     /// Deletes `key` (giving up a lock or a candidacy).
