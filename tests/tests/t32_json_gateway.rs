@@ -190,3 +190,57 @@ fn watch_and_keep_alive_stream_result_lines() {
     assert_eq!(lines[1]["result"]["ID"], "123");
     assert!(lines[1]["result"].get("TTL").is_none());
 }
+
+#[test]
+fn election_and_snapshot_through_the_gateway() {
+    use std::io::BufRead as _;
+    let server = Server::start(ServerOpts::new());
+    let (_, lease) = post(&server, "/v3/lease/grant", r#"{"TTL":60}"#);
+    let id = lease["ID"].as_str().unwrap().to_string();
+    // name "e", value "v1"
+    let (status, won) = post(
+        &server,
+        "/v3/election/campaign",
+        &format!(r#"{{"name":"ZQ==","value":"djE=","lease":"{id}"}}"#),
+    );
+    assert_eq!(status, 200, "{won}");
+    assert_eq!(won["leader"]["name"], "ZQ==");
+    assert_eq!(won["leader"]["lease"], json!(id));
+    let mut curl = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "-X",
+            "POST",
+            "--data-binary",
+            r#"{"name":"ZQ=="}"#,
+        ])
+        .arg(format!("{}/v3/election/observe", server.client_url()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let mut lines = std::io::BufReader::new(curl.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["result"]["kv"]["value"], "djE=", "{first}");
+    assert_eq!(first["result"]["kv"]["key"], won["leader"]["key"]);
+    let _ = curl.kill();
+    let _ = curl.wait();
+
+    // The snapshot stream: result lines whose blobs add up to the whole snapshot.
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST"])
+        .arg(format!("{}/v3/maintenance/snapshot", server.client_url()))
+        .output()
+        .expect("run curl");
+    let chunks: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!chunks.is_empty());
+    assert!(chunks.iter().all(|c| c["result"]["blob"].is_string()));
+    // The last chunk has nothing left to send.
+    assert!(chunks.last().unwrap()["result"]
+        .get("remaining_bytes")
+        .is_none());
+}

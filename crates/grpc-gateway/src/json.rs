@@ -7,10 +7,10 @@
 //! metrics and errors included); the JSON mapping is `prost-reflect`'s, driven by the
 //! descriptors of cairn's `.proto` files.
 //!
-//! `/v3/watch` and `/v3/lease/keepalive` take one or more JSON requests in the body and
-//! answer a stream of `{"result": ...}` lines, as etcd's gateway does (the watch stream
-//! stays open until the client goes away). `/v3/maintenance/snapshot` and
-//! `/v3/election/observe` are not served here yet.
+//! The streaming methods answer a stream of `{"result": ...}` lines, as etcd's gateway
+//! does: `/v3/watch` and `/v3/lease/keepalive` take one or more JSON requests in the body
+//! (the watch stays open until the client goes away), `/v3/maintenance/snapshot` and
+//! `/v3/election/observe` one.
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,6 +41,7 @@ struct Gateway {
     recipes: Recipes,
     watch: Arc<dyn crate::api::WatchApi>,
     leases: Arc<dyn crate::api::LeaseApi>,
+    snapshots: Arc<dyn crate::api::MaintenanceApi>,
 }
 
 /// The router of `/v3/...` over `apis`, within `limits`.
@@ -53,10 +54,13 @@ pub fn router(apis: &ClientApis, limits: Limits) -> Router {
         recipes: Recipes::new(apis.kv.clone(), apis.watch.clone()),
         watch: apis.watch.clone(),
         leases: apis.lease.clone(),
+        snapshots: apis.maintenance.clone(),
     });
     Router::new()
         .route("/v3/watch", post(watch_stream))
         .route("/v3/lease/keepalive", post(keep_alive_stream))
+        .route("/v3/maintenance/snapshot", post(snapshot_stream))
+        .route("/v3/election/observe", post(observe_stream))
         .route("/v3/{*method}", post(handle))
         .with_state(gateway)
 }
@@ -368,6 +372,48 @@ async fn keep_alive_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Respo
             Err(_) => String::new(),
         });
     stream_response(answers)
+}
+
+async fn snapshot_stream(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.snapshots.snapshot().await {
+        Ok(chunks) => stream_response(chunks.map(|chunk| match chunk {
+            Ok(chunk) => result_line(&chunk, "etcdserverpb.SnapshotResponse"),
+            Err(e) => error_line(&Status::from(e)),
+        })),
+        Err(e) => error_response(&Status::from(e)),
+    }
+}
+
+async fn observe_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let request = match stream_requests::<cairn_proto::v3electionpb::LeaderRequest>(
+        &body,
+        "v3electionpb.LeaderRequest",
+    ) {
+        Ok(requests) => requests.into_iter().next().unwrap_or_default(),
+        Err(status) => return error_response(&status),
+    };
+    match Election::observe(&gw.recipes, Request::new(request)).await {
+        Ok(leaders) => stream_response(leaders.into_inner().map(|leader| match leader {
+            Ok(leader) => result_line(&leader, "v3electionpb.LeaderResponse"),
+            Err(status) => error_line(&status),
+        })),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// A stream's failure as grpc-gateway writes it: `{"error": {...}}`.
+fn error_line(status: &Status) -> String {
+    let error = serde_json::json!({
+        "error": {
+            "grpc_code": status.code() as i32,
+            "http_code": http_status(status.code()).as_u16(),
+            "message": status.message(),
+            "http_status": http_status(status.code())
+                .canonical_reason()
+                .unwrap_or_default(),
+        }
+    });
+    format!("{error}\n")
 }
 
 #[cfg(test)]
