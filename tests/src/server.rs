@@ -82,6 +82,7 @@ pub struct ServerOpts {
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
+    also_listen: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -96,6 +97,7 @@ impl Default for ServerOpts {
             extra_args: Vec::new(),
             env: Vec::new(),
             data_dir: None,
+            also_listen: Vec::new(),
         }
     }
 }
@@ -104,6 +106,13 @@ impl ServerOpts {
     /// Member name `default`, default token, no extra flags.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Another client URL to listen on (and advertise) besides the harness's plain one,
+    /// e.g. an `https://` URL (the harness keeps checking health on the plain one).
+    pub fn also_listen(mut self, url: &str) -> Self {
+        self.also_listen.push(url.to_string());
+        self
     }
 
     /// `--name` (also the name in `--initial-cluster`).
@@ -407,6 +416,14 @@ impl Server {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The client URLs to listen on and advertise, the harness's plain one first.
+    fn client_urls_flag(&self) -> String {
+        std::iter::once(self.client_url())
+            .chain(self.opts.also_listen.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn command_line(&self) -> Vec<String> {
         let peer = self.peer_url();
         let mut args = vec![
@@ -415,9 +432,9 @@ impl Server {
             "--data-dir".to_string(),
             path_arg(&self.data_dir()),
             "--listen-client-urls".to_string(),
-            self.client_url(),
+            self.client_urls_flag(),
             "--advertise-client-urls".to_string(),
-            self.client_url(),
+            self.client_urls_flag(),
             "--listen-peer-urls".to_string(),
             self.listen_peer_url(),
             "--initial-advertise-peer-urls".to_string(),

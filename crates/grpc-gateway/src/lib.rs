@@ -39,6 +39,7 @@ pub mod json;
 pub mod metrics;
 pub mod recipes;
 pub mod serve;
+pub mod tls;
 pub mod watch;
 
 pub use error::EtcdError;

@@ -9,7 +9,7 @@ use cairn_proto::etcdserverpb::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::Routes;
 use tonic::transport::server::Connected;
@@ -21,6 +21,7 @@ use cairn_proto::v3lockpb::lock_server::LockServer;
 use crate::authority::AuthorityFix;
 use crate::grpc::{Limits, Service};
 use crate::recipes::Recipes;
+use crate::tls::ReloadingConfig;
 
 /// Errors of the client listener.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,98 @@ pub async fn serve_peers(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     serve_incoming(TcpListenerStream::new(listener), router, shutdown).await
+}
+
+/// Serves `router` to clients over TLS on `listener` until `shutdown` resolves: each
+/// connection's handshake (with the configuration [`ReloadingConfig::config`] gives at
+/// that moment) runs on its own task, then the connection is served as [`serve`] serves
+/// one (the `:authority` fix included).
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<ReloadingConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let accept = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        let _ = tx
+                            .send(Ok::<_, std::io::Error>(AuthorityFix::new(TlsConn(stream))))
+                            .await;
+                    }
+                    Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                }
+            });
+        }
+    });
+    let served = serve_incoming(ReceiverStream::new(rx), router, shutdown).await;
+    accept.abort();
+    served
+}
+
+/// A client connection after its TLS handshake.
+struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Connected for AuthorityFix<TlsConn> {
+    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.get_ref().0.get_ref().0.connect_info()
+    }
+}
+
+impl NoDelay for AuthorityFix<TlsConn> {
+    fn set_nodelay(&self) -> std::io::Result<()> {
+        // Set on the TCP socket before the handshake.
+        Ok(())
+    }
 }
 
 async fn serve_incoming<IO>(

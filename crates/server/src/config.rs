@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cairn_grpc_gateway::tls::TlsFiles;
 use clap::Parser;
 use serde::Deserialize;
 
@@ -178,6 +179,26 @@ pub struct Config {
     /// hours) in periodic mode, a revision count in revision mode; 0 turns it off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Path to the client server TLS certificate (PEM) for https:// client URLs.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA bundle (PEM), read again when it changes.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client certificate authentication: clients must present a certificate
+    /// the trusted CA signed.
+    #[arg(
+        long,
+        env = "ETCD_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub client_cert_auth: bool,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -242,18 +263,36 @@ fn split_list(s: &str) -> Vec<String> {
 
 /// Turns `http://host:port` into the socket addresses to bind or dial.
 pub fn url_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let (addrs, tls) = url_addrs_tls(flag, url)?;
+    if tls {
+        return Err(ConfigError::BadUrl {
+            flag,
+            url: url.to_string(),
+            why: "TLS is not supported yet here (only on client URLs)".to_string(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Turns `http://host:port` or `https://host:port` into the socket addresses to bind or
+/// dial, and whether they speak TLS.
+pub fn url_addrs_tls(
+    flag: &'static str,
+    url: &str,
+) -> Result<(Vec<SocketAddr>, bool), ConfigError> {
     let bad = |why: &str| ConfigError::BadUrl {
         flag,
         url: url.to_string(),
         why: why.to_string(),
     };
-    let expected = "expected a URL of the form http://host:port";
+    let expected = "expected a URL of the form http://host:port or https://host:port";
     let uri: http::Uri = url.parse().map_err(|_| bad(expected))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https" | "unixs") => return Err(bad("TLS is not supported yet")),
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some("unixs" | "unix") => return Err(bad("unix sockets are not supported")),
         _ => return Err(bad(expected)),
-    }
+    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad("a listen URL has no path"));
     }
@@ -267,11 +306,12 @@ pub fn url_addrs(flag: &'static str, url: &str) -> Result<Vec<SocketAddr>, Confi
         .collect();
     // Like etcd, `localhost` means the IPv4 loopback only.
     let v4: Vec<SocketAddr> = addrs.iter().copied().filter(|a| a.is_ipv4()).collect();
-    Ok(if host == "localhost" && !v4.is_empty() {
+    let addrs = if host == "localhost" && !v4.is_empty() {
         v4
     } else {
         addrs
-    })
+    };
+    Ok((addrs, tls))
 }
 
 impl Config {
@@ -323,12 +363,36 @@ impl Config {
     }
 
     /// Client listen addresses.
-    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+    pub fn client_listen_addrs(&self) -> Result<Vec<(SocketAddr, bool)>, ConfigError> {
         let mut out = Vec::new();
         for url in split_list(&self.listen_client_urls) {
-            out.extend(url_addrs("listen-client-urls", &url)?);
+            let (addrs, tls) = url_addrs_tls("listen-client-urls", &url)?;
+            if tls && (self.cert_file.is_none() || self.key_file.is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "--listen-client-urls {url}: TLS needs --cert-file and --key-file"
+                )));
+            }
+            out.extend(addrs.into_iter().map(|a| (a, tls)));
         }
         Ok(out)
+    }
+
+    /// The TLS files of the client port, when `--cert-file` and `--key-file` are given.
+    pub fn client_tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
+            return Ok(None);
+        };
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "--client-cert-auth needs --trusted-ca-file".into(),
+            ));
+        }
+        Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            trusted_ca: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+        }))
     }
 
     /// The --listen-metrics-urls addresses (none by default).
@@ -683,7 +747,7 @@ mod tests {
         assert_eq!(c.data_dir(), PathBuf::from("default.etcd"));
         assert_eq!(
             c.client_listen_addrs().unwrap(),
-            vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
+            vec![("127.0.0.1:2379".parse::<SocketAddr>().unwrap(), false)]
         );
         let m = c.initial_members().unwrap();
         assert_eq!(
@@ -749,9 +813,43 @@ mod tests {
     }
 
     #[test]
-    fn tls_urls_are_refused_clearly() {
-        let e = url_addrs("listen-client-urls", "https://127.0.0.1:2379").unwrap_err();
-        assert!(e.to_string().contains("TLS is not supported yet"));
+    fn tls_urls_need_their_files() {
+        let e = url_addrs("listen-peer-urls", "https://127.0.0.1:2380").unwrap_err();
+        assert!(
+            e.to_string().contains("TLS is not supported yet here"),
+            "{e}"
+        );
+        let no_files =
+            Config::parse_from(["cairn", "--listen-client-urls", "https://127.0.0.1:2379"]);
+        let e = no_files.client_listen_addrs().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("TLS needs --cert-file and --key-file"),
+            "{e}"
+        );
+        let with = Config::parse_from([
+            "cairn",
+            "--listen-client-urls",
+            "http://127.0.0.1:2379,https://127.0.0.1:2479",
+            "--cert-file",
+            "/c.pem",
+            "--key-file",
+            "/k.pem",
+            "--client-cert-auth",
+        ]);
+        assert_eq!(
+            with.client_listen_addrs().unwrap(),
+            vec![
+                ("127.0.0.1:2379".parse().unwrap(), false),
+                ("127.0.0.1:2479".parse().unwrap(), true)
+            ]
+        );
+        let e = with.client_tls().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--client-cert-auth needs --trusted-ca-file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -772,13 +870,13 @@ mod tests {
         for (url, why) in [
             (
                 "127.0.0.1:2379",
-                "expected a URL of the form http://host:port",
+                "expected a URL of the form http://host:port or https://host:port",
             ),
             (
                 "ftp://127.0.0.1:2379",
-                "expected a URL of the form http://host:port",
+                "expected a URL of the form http://host:port or https://host:port",
             ),
-            ("unixs://sock:1", "TLS is not supported yet"),
+            ("unixs://sock:1", "unix sockets are not supported"),
             ("http://127.0.0.1:2379/v3", "a listen URL has no path"),
         ] {
             let e = url_addrs("listen-client-urls", url).unwrap_err();

@@ -34,6 +34,9 @@ pub enum ServerError {
     /// Serving clients failed.
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+    /// The client port's certificate, key or CA bundle does not load.
+    #[error("client TLS: {0}")]
+    ClientTls(#[from] cairn_grpc_gateway::tls::TlsError),
     /// The raft node stopped on a fatal error.
     #[error("raft node failed: {0}")]
     Fatal(String),

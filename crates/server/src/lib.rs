@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_grpc_gateway::serve::{self, ClientApis};
+use cairn_grpc_gateway::tls::ReloadingConfig;
 use cairn_grpc_gateway::{grpc::Limits, http};
 use cairn_raft_node::{NodeConfig, PeerService, PeerTransport, RaftHandle};
 use cairn_watch_server::{WatchConfig, WatchHub};
@@ -83,6 +84,10 @@ pub async fn run(
         tracing::warn!(gate, value, effect, "feature gate accepted");
     }
     let client_addrs = cfg.client_listen_addrs()?;
+    let client_tls = match cfg.client_tls()? {
+        Some(files) => Some(Arc::new(ReloadingConfig::new(files)?)),
+        None => None,
+    };
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
     let local = LocalState::open(&cfg, min_lease_ttl).await?;
     let peer_listeners = bind(cfg.peer_listen_addrs()?).await?;
@@ -122,14 +127,26 @@ pub async fn run(
         Surface::Metrics,
     );
     let clients = client_router(&cfg, &member, &local, watchers.hub, metrics);
-    let client_listeners = bind(client_addrs).await?;
+    let (tls_addrs, plain_addrs): (Vec<_>, Vec<_>) =
+        client_addrs.into_iter().partition(|(_, tls)| *tls);
+    let plain_listeners = bind(plain_addrs.into_iter().map(|(a, _)| a).collect()).await?;
     serve_on(
         &mut servers,
-        client_listeners,
-        clients,
+        plain_listeners,
+        clients.clone(),
         &stop_rx,
         Surface::Clients,
     );
+    if let Some(tls) = &client_tls {
+        let tls_listeners = bind(tls_addrs.into_iter().map(|(a, _)| a).collect()).await?;
+        serve_on(
+            &mut servers,
+            tls_listeners,
+            clients,
+            &stop_rx,
+            Surface::ClientsTls(tls.clone()),
+        );
+    }
     let mut background = vec![
         tokio::spawn(member::publish_attributes(member.clone())),
         lease::spawn_expiry_loop(
@@ -329,10 +346,12 @@ async fn bind(addrs: Vec<SocketAddr>) -> Result<Vec<TcpListener>, ServerError> {
 
 /// Serves `router` on every listener until `stop` turns true.
 /// What a listener serves.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Surface {
     /// Clients: etcd's gRPC and HTTP, behind the `:authority` fix etcdctl 3.4 needs.
     Clients,
+    /// Clients over TLS.
+    ClientsTls(Arc<ReloadingConfig>),
     /// Other members: raft traffic only, nothing rewritten.
     Peers,
     /// --listen-metrics-urls: /metrics and the health endpoints only.
@@ -353,7 +372,11 @@ fn serve_on(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        match surface {
+        match surface.clone() {
+            Surface::ClientsTls(tls) => {
+                servers.spawn(serve::serve_tls(listener, router, tls, stopped));
+                tracing::info!(?addr, "ready to serve client requests over TLS");
+            }
             Surface::Clients => {
                 servers.spawn(serve::serve(listener, router, stopped));
                 tracing::info!(?addr, "ready to serve client requests");

@@ -1,0 +1,171 @@
+//! TLS for `https://` listeners (rustls): etcd's `--cert-file`, `--key-file`,
+//! `--trusted-ca-file` and `--client-cert-auth`.
+//!
+//! The certificate, its key **and the CA bundle** are read again whenever one of the
+//! files changes (size or modification time), so a renewed certificate or CA is used by
+//! the next connection without a restart (etcd reloads certificates but not CAs). A file
+//! that does not load keeps the last good configuration and says so in the log; at start
+//! it is an error with a clear line.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// What TLS needs to be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain (`--cert-file`).
+    pub cert: PathBuf,
+    /// PEM private key (`--key-file`).
+    pub key: PathBuf,
+    /// PEM CA bundle clients' certificates are checked against (`--trusted-ca-file`).
+    pub trusted_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate the CA signed (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file is not the PEM it should be.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// rustls refused the configuration (a key that does not match, say).
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The files' identities: size and modification time.
+type Stamp = Vec<Option<(u64, SystemTime)>>;
+
+/// A TLS configuration read from [`TlsFiles`], read again when they change.
+pub struct ReloadingConfig {
+    files: TlsFiles,
+    current: Mutex<(Stamp, Arc<ServerConfig>)>,
+}
+
+impl ReloadingConfig {
+    /// Loads `files` now: an error if they do not make a configuration.
+    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
+        let stamp = stamp(&files);
+        let config = build(&files)?;
+        Ok(ReloadingConfig {
+            files,
+            current: Mutex::new((stamp, config)),
+        })
+    }
+
+    /// The configuration for a new connection: rebuilt first if a file changed (kept as
+    /// it was, with a log line, if the new files do not load).
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let now = stamp(&self.files);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != now {
+            match build(&self.files) {
+                Ok(config) => {
+                    tracing::info!(cert = %self.files.cert.display(), "TLS files changed; reloaded");
+                    *current = (now, config);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous ones");
+                    current.0 = now;
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.trusted_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    })
+    .collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "no certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    // ring rather than aws-lc-rs: no C++/cmake build on top of RocksDB's. rustls marks it
+    // deprecated for lacking post-quantum key exchange, which etcd's clients do not use.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&files.cert)?;
+    let key_pem = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+        path: files.key.clone(),
+        what: format!("no private key: {e}"),
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &files.trusted_ca {
+        Some(ca) if files.client_cert_auth => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
