@@ -62,7 +62,13 @@ impl Cluster {
     /// Starts `n` members, each with the options `tweak` makes of its own, and waits
     /// until every one is healthy.
     pub fn start_with(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
-        Cluster::launch(n, false, tweak)
+        Cluster::launch(n, false, false, tweak)
+    }
+
+    /// Like [`Cluster::start_with`], the members talking to each other over `https://`
+    /// peer URLs (`tweak` adds the peer TLS flags).
+    pub fn start_with_peer_tls(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
+        Cluster::launch(n, false, true, tweak)
     }
 
     /// Like [`Cluster::start_with`], with a TCP [`Proxy`] in front of every member's peer
@@ -70,10 +76,16 @@ impl Cluster {
     /// all raft traffic *to* a member passes its proxy, and [`Cluster::isolate`] can cut
     /// it. Member ids derive from the proxy URLs.
     pub fn start_with_proxies(n: usize, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
-        Cluster::launch(n, true, tweak)
+        Cluster::launch(n, true, false, tweak)
     }
 
-    fn launch(n: usize, proxied: bool, tweak: impl Fn(ServerOpts) -> ServerOpts) -> Cluster {
+    fn launch(
+        n: usize,
+        proxied: bool,
+        peer_tls: bool,
+        tweak: impl Fn(ServerOpts) -> ServerOpts,
+    ) -> Cluster {
+        let scheme = if peer_tls { "https" } else { "http" };
         let token = format!("cairn-test-{}", free_port());
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let proxies: Vec<Proxy> = if proxied {
@@ -89,7 +101,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, (_, peer))| match proxies.get(i) {
                 Some(proxy) => proxy.url(),
-                None => format!("http://127.0.0.1:{peer}"),
+                None => format!("{scheme}://127.0.0.1:{peer}"),
             })
             .collect();
         let spec = peer_urls
@@ -107,6 +119,9 @@ impl Cluster {
                     .initial_cluster_token(&token)
                     .initial_cluster(&spec)
                     .ports(*client, *peer);
+                if peer_tls {
+                    opts = opts.peer_https();
+                }
                 if proxied {
                     opts = opts.advertise_peer_url(&peer_urls[i]);
                 }

@@ -83,6 +83,7 @@ pub struct ServerOpts {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     also_listen: Vec<String>,
+    peer_https: bool,
 }
 
 impl Default for ServerOpts {
@@ -98,6 +99,7 @@ impl Default for ServerOpts {
             env: Vec::new(),
             data_dir: None,
             also_listen: Vec::new(),
+            peer_https: false,
         }
     }
 }
@@ -112,6 +114,12 @@ impl ServerOpts {
     /// e.g. an `https://` URL (the harness keeps checking health on the plain one).
     pub fn also_listen(mut self, url: &str) -> Self {
         self.also_listen.push(url.to_string());
+        self
+    }
+
+    /// The peer port speaks TLS (`https://` peer URLs; add the peer TLS flags).
+    pub fn peer_https(mut self) -> Self {
+        self.peer_https = true;
         self
     }
 
@@ -274,7 +282,12 @@ impl Server {
     }
 
     fn listen_peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        let scheme = if self.opts.peer_https {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.peer_port)
     }
 
     /// The `--data-dir`.

@@ -90,6 +90,15 @@ impl<IO> AuthorityFix<IO> {
         }
     }
 
+    /// Wraps a connection whose bytes pass unchanged, nothing decoded (a member's
+    /// connection on the peer port).
+    pub fn passthrough(io: IO) -> Self {
+        AuthorityFix {
+            mode: Mode::Passthrough,
+            ..AuthorityFix::new(io)
+        }
+    }
+
     /// The wrapped stream.
     pub fn get_ref(&self) -> &IO {
         &self.io

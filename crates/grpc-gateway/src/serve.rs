@@ -117,6 +117,27 @@ pub async fn serve_tls(
     tls: Arc<ReloadingConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_tls_with(listener, router, tls, true, shutdown).await
+}
+
+/// Serves `router` to other members over TLS on `listener` (as [`serve_peers`], after
+/// each connection's handshake).
+pub async fn serve_peers_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<ReloadingConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_tls_with(listener, router, tls, false, shutdown).await
+}
+
+async fn serve_tls_with(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Arc<ReloadingConfig>,
+    fix_authority: bool,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let accept = tokio::spawn(async move {
         loop {
@@ -133,9 +154,12 @@ pub async fn serve_tls(
             tokio::spawn(async move {
                 match acceptor.accept(tcp).await {
                     Ok(stream) => {
-                        let _ = tx
-                            .send(Ok::<_, std::io::Error>(AuthorityFix::new(TlsConn(stream))))
-                            .await;
+                        let conn = if fix_authority {
+                            AuthorityFix::new(TlsConn(stream))
+                        } else {
+                            AuthorityFix::passthrough(TlsConn(stream))
+                        };
+                        let _ = tx.send(Ok::<_, std::io::Error>(conn)).await;
                     }
                     Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
                 }

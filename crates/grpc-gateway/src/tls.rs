@@ -169,3 +169,35 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A client configuration for dialing TLS servers of this cluster (the peer port): the
+/// servers' certificates are checked against `trusted_ca`, and `cert` / `key` are
+/// presented as this member's client certificate.
+pub fn client_config(
+    trusted_ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(trusted_ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", trusted_ca.display())))?;
+    }
+    let chain = certificates(cert)?;
+    let key_pem = read(key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+        path: key.to_path_buf(),
+        what: format!("no private key: {e}"),
+    })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}

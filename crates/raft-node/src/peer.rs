@@ -103,6 +103,7 @@ pub struct PeerTransport {
     member_id: u64,
     runtime: Handle,
     urls: PeerUrls,
+    tls: Option<Arc<rustls::ClientConfig>>,
     queues: HashMap<u64, PeerQueue>,
     events_tx: Sender<PeerEvent>,
     events_rx: Receiver<PeerEvent>,
@@ -118,6 +119,7 @@ impl PeerTransport {
             member_id,
             runtime,
             urls,
+            tls: None,
             queues: HashMap::new(),
             events_tx,
             events_rx,
@@ -147,6 +149,7 @@ impl PeerTransport {
                 to,
                 urls: urls.clone(),
                 events: self.events_tx.clone(),
+                tls: self.tls.clone(),
             };
             self.runtime.spawn(stream.run(rx));
             self.queues.insert(
@@ -193,6 +196,7 @@ impl Transport for PeerTransport {
             to,
             url: urls[0].clone(),
             events: self.events_tx.clone(),
+            tls: self.tls.clone(),
         };
         self.runtime.spawn(sender.run(msg, data));
         true
@@ -201,6 +205,54 @@ impl Transport for PeerTransport {
     fn poll_events(&mut self) -> Vec<PeerEvent> {
         self.events_rx.try_iter().collect()
     }
+}
+
+impl PeerTransport {
+    /// Dials `https://` peers with this TLS configuration (the peer CA as roots, this
+    /// member's peer certificate as its client certificate).
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+}
+
+/// A channel to `url`: over TLS with `tls` when the URL is `https://`.
+pub async fn connect(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Channel, String> {
+    let ep = endpoint(url).map_err(|e| e.to_string())?;
+    if !url.starts_with("https://") {
+        return ep.connect().await.map_err(|e| e.to_string());
+    }
+    let Some(config) = tls.cloned() else {
+        return Err(format!(
+            "{url}: https:// peer URL without --peer-trusted-ca-file"
+        ));
+    };
+    let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other("peer URL without a host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    ep.connect_with_connector(connector)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -224,6 +276,7 @@ struct PeerStream {
     to: u64,
     urls: Vec<String>,
     events: Sender<PeerEvent>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PeerStream {
@@ -263,12 +316,12 @@ impl PeerStream {
     }
 
     async fn stream_to(&self, url: &str, rx: &mut mpsc::Receiver<Message>) -> StreamEnd {
-        let channel = match endpoint(url) {
-            Ok(ep) => match ep.connect().await {
-                Ok(c) => c,
-                Err(e) => return StreamEnd::Failed(e.to_string()),
-            },
-            Err(e) => return StreamEnd::Refused(format!("bad peer URL: {e}")),
+        if let Err(e) = endpoint(url) {
+            return StreamEnd::Refused(format!("bad peer URL: {e}"));
+        }
+        let channel = match connect(url, self.tls.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => return StreamEnd::Failed(e),
         };
         let stream_id = next_stream_id();
         let (batch_tx, batch_rx) = mpsc::channel::<RaftMessages>(16);
@@ -348,6 +401,7 @@ struct SnapshotSender {
     to: u64,
     url: String,
     events: Sender<PeerEvent>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl SnapshotSender {
@@ -370,11 +424,7 @@ impl SnapshotSender {
 
     async fn send(&self, msg: Message, mut data: SnapshotData) -> Result<u64, String> {
         let message = msg.write_to_bytes().map_err(|e| e.to_string())?;
-        let channel = endpoint(&self.url)
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = connect(&self.url, self.tls.as_ref()).await?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
         let header = SnapshotChunk {
             cluster_id: self.cluster_id,

@@ -125,7 +125,8 @@ async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerErr
             }
         }
         "existing" => {
-            let joined = join::existing_cluster(cfg, &members).await?;
+            let tls = crate::peer_client_tls(cfg)?;
+            let joined = join::existing_cluster(cfg, &members, tls.as_ref()).await?;
             Identity {
                 cluster_id: joined.cluster_id,
                 member_id: joined.member_id,

@@ -199,6 +199,26 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub client_cert_auth: bool,
+    /// Path to the peer server TLS certificate (PEM), also this member's client
+    /// certificate towards its peers.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file (PEM).
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer TLS trusted CA bundle (PEM).
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client certificate authentication.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub peer_client_cert_auth: bool,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -406,11 +426,42 @@ impl Config {
 
     /// Peer listen addresses.
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let tls = self.peer_tls()?.is_some();
         let mut out = Vec::new();
         for url in split_list(&self.listen_peer_urls) {
-            out.extend(url_addrs("listen-peer-urls", &url)?);
+            let (addrs, https) = url_addrs_tls("listen-peer-urls", &url)?;
+            if https != tls {
+                return Err(ConfigError::Invalid(format!(
+                    "--listen-peer-urls {url}: {}",
+                    if https {
+                        "TLS needs --peer-cert-file, --peer-key-file and --peer-trusted-ca-file"
+                    } else {
+                        "with peer TLS configured, peer URLs are https://"
+                    }
+                )));
+            }
+            out.extend(addrs);
         }
         Ok(out)
+    }
+
+    /// The peer port's TLS files, when `--peer-cert-file` and `--peer-key-file` are
+    /// given (a peer CA is then required: members check each other).
+    pub fn peer_tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.peer_cert_file, &self.peer_key_file) else {
+            return Ok(None);
+        };
+        let Some(ca) = &self.peer_trusted_ca_file else {
+            return Err(ConfigError::Invalid(
+                "peer TLS needs --peer-trusted-ca-file".into(),
+            ));
+        };
+        Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            trusted_ca: Some(ca.clone()),
+            client_cert_auth: self.peer_client_cert_auth,
+        }))
     }
 
     /// Advertised client URLs.
@@ -439,7 +490,7 @@ impl Config {
             let (name, url) = part.split_once('=').ok_or_else(|| {
                 ConfigError::InitialCluster(format!("{part:?} is not of the form name=url"))
             })?;
-            url_addrs("initial-cluster", url)?;
+            url_addrs_tls("initial-cluster", url)?;
             match members.iter_mut().find(|m| m.name == name) {
                 Some(m) => m.peer_urls.push(url.to_string()),
                 None => members.push(InitialMember {

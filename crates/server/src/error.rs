@@ -37,6 +37,9 @@ pub enum ServerError {
     /// The client port's certificate, key or CA bundle does not load.
     #[error("client TLS: {0}")]
     ClientTls(#[from] cairn_grpc_gateway::tls::TlsError),
+    /// The peer port's certificate, key or CA bundle does not load.
+    #[error("peer TLS: {0}")]
+    PeerTls(cairn_grpc_gateway::tls::TlsError),
     /// The raft node stopped on a fatal error.
     #[error("raft node failed: {0}")]
     Fatal(String),

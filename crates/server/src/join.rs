@@ -27,14 +27,14 @@ fn same_urls(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
-async fn fetch(url: &str) -> Result<PeerMembersResponse, String> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn fetch(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<PeerMembersResponse, String> {
+    let channel =
+        tokio::time::timeout(Duration::from_secs(2), cairn_raft_node::dial_peer(url, tls))
+            .await
+            .map_err(|_| format!("{url}: no answer within 2 s"))??;
     PeerClusterClient::new(channel)
         .members(PeerMembersRequest {})
         .await
@@ -55,6 +55,7 @@ pub(crate) struct JoinedCluster {
 pub(crate) async fn existing_cluster(
     cfg: &Config,
     members: &[InitialMember],
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<JoinedCluster, ServerError> {
     let mine = cfg.advertise_peer_urls();
     let peers: Vec<String> = members
@@ -66,7 +67,7 @@ pub(crate) async fn existing_cluster(
     let mut last_error = String::from("no other member in --initial-cluster");
     while Instant::now() < deadline {
         for url in &peers {
-            match fetch(url).await {
+            match fetch(url, tls).await {
                 Ok(resp) => {
                     let Some(me) = resp
                         .members

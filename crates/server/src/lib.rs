@@ -107,13 +107,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let peers = peer_router(&cfg, &local, &raft);
-    serve_on(
-        &mut servers,
-        peer_listeners,
-        peers,
-        &stop_rx,
-        Surface::Peers,
-    );
+    let peer_surface = match cfg.peer_tls()? {
+        Some(files) => Surface::PeersTls(Arc::new(
+            ReloadingConfig::new(files).map_err(ServerError::PeerTls)?,
+        )),
+        None => Surface::Peers,
+    };
+    serve_on(&mut servers, peer_listeners, peers, &stop_rx, peer_surface);
     let metrics_listeners = bind(cfg.metrics_listen_addrs()?).await?;
     serve_on(
         &mut servers,
@@ -244,15 +244,31 @@ fn start_raft(
         .with_members(local.membership.clone(), removed)
         .with_alarms(local.alarms.clone())
         .with_snapshots(snapshot_dir(cfg));
-    let transport = PeerTransport::new(
+    let mut transport = PeerTransport::new(
         id.cluster_id,
         id.member_id,
         tokio::runtime::Handle::current(),
         local.peer_urls.clone(),
     );
+    if let Some(tls) = peer_client_tls(cfg)? {
+        transport = transport.with_tls(tls);
+    }
     let raft =
         tokio::task::block_in_place(|| cairn_raft_node::start(node_cfg, applier, transport))?;
     Ok(raft)
+}
+
+/// The TLS configuration this member dials its peers with, when peer TLS is on.
+pub(crate) fn peer_client_tls(
+    cfg: &Config,
+) -> Result<Option<Arc<rustls::ClientConfig>>, ServerError> {
+    let Some(files) = cfg.peer_tls()? else {
+        return Ok(None);
+    };
+    let ca = files.trusted_ca.as_deref().unwrap_or(&files.cert);
+    cairn_grpc_gateway::tls::client_config(ca, &files.cert, &files.key)
+        .map(Some)
+        .map_err(ServerError::PeerTls)
 }
 
 fn request_limits(cfg: &Config) -> RequestLimits {
@@ -354,6 +370,8 @@ enum Surface {
     ClientsTls(Arc<ReloadingConfig>),
     /// Other members: raft traffic only, nothing rewritten.
     Peers,
+    /// Other members over TLS.
+    PeersTls(Arc<ReloadingConfig>),
     /// --listen-metrics-urls: /metrics and the health endpoints only.
     Metrics,
 }
@@ -384,6 +402,10 @@ fn serve_on(
             Surface::Peers => {
                 servers.spawn(serve::serve_peers(listener, router, stopped));
                 tracing::info!(?addr, "ready to serve peer traffic");
+            }
+            Surface::PeersTls(tls) => {
+                servers.spawn(serve::serve_peers_tls(listener, router, tls, stopped));
+                tracing::info!(?addr, "ready to serve peer traffic over TLS");
             }
             Surface::Metrics => {
                 servers.spawn(serve::serve_peers(listener, router, stopped));
