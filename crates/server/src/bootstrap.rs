@@ -125,7 +125,7 @@ async fn identity(cfg: &Config, backend: &Backend) -> Result<Identity, ServerErr
             }
         }
         "existing" => {
-            let tls = crate::peer_client_tls(cfg)?;
+            let tls = crate::peer_tls::client_config(cfg)?;
             let joined = join::existing_cluster(cfg, &members, tls.as_ref()).await?;
             Identity {
                 cluster_id: joined.cluster_id,

@@ -35,6 +35,7 @@ mod maintenance;
 pub mod member;
 pub mod members;
 pub mod metrics;
+mod peer_tls;
 mod quota;
 mod reconfig;
 mod restore;
@@ -250,25 +251,12 @@ fn start_raft(
         tokio::runtime::Handle::current(),
         local.peer_urls.clone(),
     );
-    if let Some(tls) = peer_client_tls(cfg)? {
+    if let Some(tls) = peer_tls::client_config(cfg)? {
         transport = transport.with_tls(tls);
     }
     let raft =
         tokio::task::block_in_place(|| cairn_raft_node::start(node_cfg, applier, transport))?;
     Ok(raft)
-}
-
-/// The TLS configuration this member dials its peers with, when peer TLS is on.
-pub(crate) fn peer_client_tls(
-    cfg: &Config,
-) -> Result<Option<Arc<rustls::ClientConfig>>, ServerError> {
-    let Some(files) = cfg.peer_tls()? else {
-        return Ok(None);
-    };
-    let ca = files.trusted_ca.as_deref().unwrap_or(&files.cert);
-    cairn_grpc_gateway::tls::client_config(ca, &files.cert, &files.key)
-        .map(Some)
-        .map_err(ServerError::PeerTls)
 }
 
 fn request_limits(cfg: &Config) -> RequestLimits {
