@@ -347,3 +347,93 @@ fn a_cluster_with_peer_tls_replicates_and_catches_up_a_member_by_snapshot() {
         );
     }
 }
+
+/// Whether `openssl s_client` completes a handshake with `addr` given `args`.
+fn handshake(addr: &str, args: &[&str]) -> bool {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-brief"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.contains("CONNECTION ESTABLISHED")
+}
+
+#[test]
+fn auto_tls_makes_its_own_certificate() {
+    let port = free_port();
+    let https = format!("https://127.0.0.1:{port}");
+    let _server = Server::start(ServerOpts::new().also_listen(&https).arg("--auto-tls"));
+    let insecure = vec![
+        "--insecure-transport=false".to_string(),
+        "--insecure-skip-tls-verify".to_string(),
+    ];
+    assert_eq!(ctl(&https, &insecure, &["put", "k", "auto"]).ok(), "OK\n");
+    assert_eq!(
+        ctl(&https, &insecure, &["get", "k", "--print-value-only"]).ok(),
+        "auto\n"
+    );
+}
+
+#[test]
+fn tls_versions_and_cipher_suites_are_narrowed_as_asked() {
+    if server_kind() == ServerKind::Etcd {
+        return; // etcd 3.4 has no --tls-min-version
+    }
+    let pki = Pki::new();
+    pki.issue("ca", "server", "cairn", true);
+    let files = |o: ServerOpts| {
+        o.arg("--cert-file")
+            .arg(&pki.arg("server.pem"))
+            .arg("--key-file")
+            .arg(&pki.arg("server.key"))
+    };
+    let port = free_port();
+    let _tls13 = Server::start(
+        files(ServerOpts::new().also_listen(&format!("https://127.0.0.1:{port}")))
+            .arg("--tls-min-version")
+            .arg("TLS1.3"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    assert!(handshake(&addr, &["-tls1_3"]));
+    assert!(!handshake(&addr, &["-tls1_2"]));
+
+    let port = free_port();
+    let _one_suite = Server::start(
+        files(ServerOpts::new().also_listen(&format!("https://127.0.0.1:{port}")))
+            .arg("--tls-max-version")
+            .arg("TLS1.2")
+            .arg("--cipher-suites")
+            .arg("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    assert!(handshake(
+        &addr,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+    ));
+    assert!(!handshake(
+        &addr,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]
+    ));
+    assert!(!handshake(&addr, &["-tls1_3"]));
+
+    let port = free_port();
+    let mut refused = Server::launch(
+        files(ServerOpts::new().also_listen(&format!("https://127.0.0.1:{port}")))
+            .arg("--cipher-suites")
+            .arg("TLS_NO_SUCH_SUITE"),
+    );
+    assert!(!refused
+        .wait_exit(std::time::Duration::from_secs(20))
+        .success());
+    let log = refused.log_tail(400);
+    assert!(
+        log.contains(r#"--cipher-suites: unexpected TLS cipher suite "TLS_NO_SUCH_SUITE""#),
+        "{log}"
+    );
+}

@@ -5,7 +5,9 @@
 //! files changes (size or modification time), so a renewed certificate or CA is used by
 //! the next connection without a restart (etcd reloads certificates but not CAs). A file
 //! that does not load keeps the last good configuration and says so in the log; at start
-//! it is an error with a clear line.
+//! it is an error with a clear line. `--tls-min-version`, `--tls-max-version` and
+//! `--cipher-suites` (IANA names, as etcd takes them) narrow what is offered;
+//! [`self_signed`] makes `--auto-tls`'s certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,19 @@ pub struct TlsFiles {
     pub trusted_ca: Option<PathBuf>,
     /// Refuse clients without a certificate the CA signed (`--client-cert-auth`).
     pub client_cert_auth: bool,
+    /// The TLS versions and cipher suites allowed.
+    pub policy: TlsPolicy,
+}
+
+/// `--tls-min-version`, `--tls-max-version` and `--cipher-suites`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsPolicy {
+    /// The oldest version accepted: `TLS1.2` (default) or `TLS1.3`.
+    pub min_version: Option<String>,
+    /// The newest version offered: `TLS1.2` or `TLS1.3` (default).
+    pub max_version: Option<String>,
+    /// IANA names of the cipher suites allowed (empty: rustls's defaults).
+    pub cipher_suites: Vec<String>,
 }
 
 /// Why TLS could not be set up.
@@ -51,6 +66,104 @@ pub enum TlsError {
     /// rustls refused the configuration (a key that does not match, say).
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// A version or cipher suite name that is not one.
+    #[error("{0}")]
+    Policy(String),
+    /// A self-signed certificate could not be made or written.
+    #[error("auto TLS: {0}")]
+    AutoTls(String),
+}
+
+/// The crypto provider: ring's, limited to the cipher suites `policy` names.
+fn provider(policy: &TlsPolicy) -> Result<rustls::crypto::CryptoProvider, TlsError> {
+    // ring rather than aws-lc-rs: no C++/cmake build on top of RocksDB's. rustls marks it
+    // deprecated for lacking post-quantum key exchange, which etcd's clients do not use.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !policy.cipher_suites.is_empty() {
+        let known: Vec<String> = provider
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        for name in &policy.cipher_suites {
+            if !known.contains(name) {
+                return Err(TlsError::Policy(format!(
+                    "--cipher-suites: unexpected TLS cipher suite {name:?} (known: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        provider
+            .cipher_suites
+            .retain(|s| policy.cipher_suites.contains(&format!("{:?}", s.suite())));
+    }
+    Ok(provider)
+}
+
+/// The protocol versions `policy` allows.
+fn versions(
+    policy: &TlsPolicy,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
+    let rank = |flag: &str, v: &Option<String>, default: u8| match v.as_deref() {
+        None | Some("") => Ok(default),
+        Some("TLS1.2") => Ok(2),
+        Some("TLS1.3") => Ok(3),
+        Some(other) => Err(TlsError::Policy(format!(
+            "{flag}: unsupported TLS version {other:?} (TLS1.2 or TLS1.3)"
+        ))),
+    };
+    let min = rank("--tls-min-version", &policy.min_version, 2)?;
+    let max = rank("--tls-max-version", &policy.max_version, 3)?;
+    if min > max {
+        return Err(TlsError::Policy(
+            "--tls-min-version is newer than --tls-max-version".into(),
+        ));
+    }
+    Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(n, _)| (min..=max).contains(n))
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// Writes a self-signed certificate and its key for `hosts` (IP addresses or names) into
+/// `dir` as `cert.pem` and `key.pem`, unless both are there already (etcd's
+/// `--auto-tls`); the files.
+pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let mut names: Vec<String> = hosts.to_vec();
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    names.sort();
+    names.dedup();
+    let key = rcgen::KeyPair::generate().map_err(|e| TlsError::AutoTls(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| TlsError::AutoTls(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cairn");
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| TlsError::AutoTls(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (path, text) in [(&cert_path, cert.pem()), (&key_path, key.serialize_pem())] {
+        std::fs::write(path, text).map_err(|source| TlsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok((cert_path, key_path))
 }
 
 /// The files' identities: size and modification time.
@@ -135,10 +248,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    // ring rather than aws-lc-rs: no C++/cmake build on top of RocksDB's. rustls marks it
-    // deprecated for lacking post-quantum key exchange, which etcd's clients do not use.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(&files.policy)?);
     let chain = certificates(&files.cert)?;
     let key_pem = read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
@@ -146,7 +256,7 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         what: format!("no private key: {e}"),
     })?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions(&files.policy)?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match &files.trusted_ca {
         Some(ca) if files.client_cert_auth => {
@@ -177,9 +287,9 @@ pub fn client_config(
     trusted_ca: &Path,
     cert: &Path,
     key: &Path,
+    policy: &TlsPolicy,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider(policy)?);
     let mut roots = RootCertStore::empty();
     for ca in certificates(trusted_ca)? {
         roots
@@ -193,7 +303,7 @@ pub fn client_config(
         what: format!("no private key: {e}"),
     })?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions(policy)?)
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_grpc_gateway::tls::TlsFiles;
+use cairn_grpc_gateway::tls::{TlsFiles, TlsPolicy};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -199,6 +199,27 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub client_cert_auth: bool,
+    /// Client TLS with a generated self-signed certificate (in the data dir's
+    /// `fixtures/client`) when https:// client URLs have no --cert-file / --key-file.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_TLS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub auto_tls: bool,
+    /// The oldest TLS version accepted: TLS1.2 (default) or TLS1.3.
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+    /// The newest TLS version offered: TLS1.2 or TLS1.3 (empty: the newest there is).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+    /// Comma-separated cipher suites (IANA names) for client and peer TLS; empty: the
+    /// library's defaults.
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
     /// Path to the peer server TLS certificate (PEM), also this member's client
     /// certificate towards its peers.
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
@@ -387,7 +408,7 @@ impl Config {
         let mut out = Vec::new();
         for url in split_list(&self.listen_client_urls) {
             let (addrs, tls) = url_addrs_tls("listen-client-urls", &url)?;
-            if tls && (self.cert_file.is_none() || self.key_file.is_none()) {
+            if tls && !self.auto_tls && (self.cert_file.is_none() || self.key_file.is_none()) {
                 return Err(ConfigError::Invalid(format!(
                     "--listen-client-urls {url}: TLS needs --cert-file and --key-file"
                 )));
@@ -399,19 +420,45 @@ impl Config {
 
     /// The TLS files of the client port, when `--cert-file` and `--key-file` are given.
     pub fn client_tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
-        let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) else {
-            return Ok(None);
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ if self.auto_tls
+                && split_list(&self.listen_client_urls)
+                    .iter()
+                    .any(|u| u.starts_with("https://")) =>
+            {
+                let mut hosts = Vec::new();
+                for url in split_list(&self.listen_client_urls) {
+                    if let Ok(uri) = url.parse::<http::Uri>() {
+                        hosts.extend(uri.host().map(|h| h.trim_matches(['[', ']']).to_string()));
+                    }
+                }
+                let dir = self.data_dir().join("fixtures").join("client");
+                cairn_grpc_gateway::tls::self_signed(&dir, &hosts)
+                    .map_err(|e| ConfigError::Invalid(format!("--auto-tls: {e}")))?
+            }
+            _ => return Ok(None),
         };
+        if self.auto_tls && self.cert_file.is_none() {
+            return Ok(Some(TlsFiles {
+                cert,
+                key,
+                trusted_ca: None,
+                client_cert_auth: false,
+                policy: self.tls_policy(),
+            }));
+        }
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return Err(ConfigError::Invalid(
                 "--client-cert-auth needs --trusted-ca-file".into(),
             ));
         }
         Ok(Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
+            cert,
+            key,
             trusted_ca: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
+            policy: self.tls_policy(),
         }))
     }
 
@@ -461,7 +508,17 @@ impl Config {
             key: key.clone(),
             trusted_ca: Some(ca.clone()),
             client_cert_auth: self.peer_client_cert_auth,
+            policy: self.tls_policy(),
         }))
+    }
+
+    /// `--tls-min-version`, `--tls-max-version` and `--cipher-suites`.
+    pub fn tls_policy(&self) -> TlsPolicy {
+        TlsPolicy {
+            min_version: Some(self.tls_min_version.clone()),
+            max_version: Some(self.tls_max_version.clone()),
+            cipher_suites: split_list(&self.cipher_suites),
+        }
     }
 
     /// Advertised client URLs.

@@ -14,7 +14,7 @@ pub(crate) fn client_config(
         return Ok(None);
     };
     let ca = files.trusted_ca.as_deref().unwrap_or(&files.cert);
-    cairn_grpc_gateway::tls::client_config(ca, &files.cert, &files.key)
+    cairn_grpc_gateway::tls::client_config(ca, &files.cert, &files.key, &files.policy)
         .map(Some)
         .map_err(ServerError::PeerTls)
 }
