@@ -134,6 +134,20 @@ impl Pki {
     }
 }
 
+/// A member that also listens on `https` with `server.pem`, requiring client
+/// certificates `ca.pem` signed.
+fn mutual_tls(pki: &Pki, https: &str) -> ServerOpts {
+    ServerOpts::new()
+        .also_listen(https)
+        .arg("--cert-file")
+        .arg(&pki.arg("server.pem"))
+        .arg("--key-file")
+        .arg(&pki.arg("server.key"))
+        .arg("--trusted-ca-file")
+        .arg(&pki.arg("ca.pem"))
+        .arg("--client-cert-auth")
+}
+
 /// etcdctl against `url` with the given TLS flags.
 fn ctl(url: &str, tls: &[String], args: &[&str]) -> cairn_tests::CtlOutput {
     let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
@@ -148,17 +162,7 @@ fn etcdctl_talks_tls_and_client_certificates_are_required_when_asked() {
     pki.issue("ca", "client", "root", false);
     let port = free_port();
     let https = format!("https://127.0.0.1:{port}");
-    let server = Server::start(
-        ServerOpts::new()
-            .also_listen(&https)
-            .arg("--cert-file")
-            .arg(&pki.arg("server.pem"))
-            .arg("--key-file")
-            .arg(&pki.arg("server.key"))
-            .arg("--trusted-ca-file")
-            .arg(&pki.arg("ca.pem"))
-            .arg("--client-cert-auth"),
-    );
+    let server = Server::start(mutual_tls(&pki, &https));
     let with_cert = vec![
         format!("--cacert={}", pki.arg("ca.pem")),
         format!("--cert={}", pki.arg("client.pem")),
@@ -204,17 +208,7 @@ fn a_replaced_certificate_and_ca_bundle_serve_the_next_connection() {
     pki.issue("ca", "client", "root", false);
     let port = free_port();
     let https = format!("https://127.0.0.1:{port}");
-    let _server = Server::start(
-        ServerOpts::new()
-            .also_listen(&https)
-            .arg("--cert-file")
-            .arg(&pki.arg("server.pem"))
-            .arg("--key-file")
-            .arg(&pki.arg("server.key"))
-            .arg("--trusted-ca-file")
-            .arg(&pki.arg("ca.pem"))
-            .arg("--client-cert-auth"),
-    );
+    let _server = Server::start(mutual_tls(&pki, &https));
     let tls = |ca: &str, client: &str| {
         vec![
             format!("--cacert={}", pki.arg(&format!("{ca}.pem"))),
@@ -435,5 +429,57 @@ fn tls_versions_and_cipher_suites_are_narrowed_as_asked() {
     assert!(
         log.contains(r#"--cipher-suites: unexpected TLS cipher suite "TLS_NO_SUCH_SUITE""#),
         "{log}"
+    );
+}
+
+/// With auth on, a verified client certificate's common name is the user (as etcd):
+/// no password needed, and that user's permissions apply.
+#[test]
+fn the_client_certificates_common_name_is_the_user_with_auth_on() {
+    let pki = Pki::new();
+    pki.issue("ca", "server", "cairn", true);
+    pki.issue("ca", "alice", "alice", false);
+    pki.issue("ca", "root", "root", false);
+    let port = free_port();
+    let https = format!("https://127.0.0.1:{port}");
+    let server = Server::start(mutual_tls(&pki, &https).arg("--bcrypt-cost=4"));
+    for args in [
+        &["user", "add", "root", "--new-user-password=rootpw"][..],
+        &["user", "add", "alice", "--new-user-password=alicepw"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["auth", "enable"],
+    ] {
+        server.etcdctl(args).ok();
+    }
+    let as_user = |user: &str| {
+        vec![
+            format!("--cacert={}", pki.arg("ca.pem")),
+            format!("--cert={}", pki.arg(&format!("{user}.pem"))),
+            format!("--key={}", pki.arg(&format!("{user}.key"))),
+        ]
+    };
+    let alice = as_user("alice");
+    assert_eq!(ctl(&https, &alice, &["put", "/app/x", "1"]).ok(), "OK\n");
+    assert_eq!(ctl(&https, &alice, &["get", "/app/x"]).ok(), "/app/x\n1\n");
+    assert_eq!(
+        ctl(&https, &alice, &["put", "/abc", "1"]).fail(),
+        "Error: etcdserver: permission denied"
+    );
+    let root = as_user("root");
+    assert_eq!(ctl(&https, &root, &["put", "/abc", "1"]).ok(), "OK\n");
+    assert_eq!(ctl(&https, &root, &["user", "list"]).ok(), "alice\nroot\n");
+    // The plain port has no certificate: the request has no user.
+    assert_eq!(
+        server.etcdctl(&["get", "/app/x"]).fail(),
+        "Error: etcdserver: user name is empty"
     );
 }

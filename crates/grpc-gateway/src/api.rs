@@ -5,6 +5,7 @@
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, DefragmentRequest,
     DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, DowngradeRequest,
@@ -160,4 +161,94 @@ pub trait HealthApi: Send + Sync + 'static {
     /// etcd's health read (keys only, limit 1): served locally when `serializable`, else
     /// linearizable; the client's error message when it fails.
     async fn read(&self, serializable: bool) -> Result<(), String>;
+}
+
+/// etcd's Auth service.
+#[async_trait]
+pub trait AuthApi: Send + Sync + 'static {
+    /// Turns auth on (refused without a `root` user holding the `root` role).
+    async fn auth_enable(
+        &self,
+        req: pb::AuthEnableRequest,
+    ) -> Result<pb::AuthEnableResponse, EtcdError>;
+    /// Turns auth off.
+    async fn auth_disable(
+        &self,
+        req: pb::AuthDisableRequest,
+    ) -> Result<pb::AuthDisableResponse, EtcdError>;
+    /// Whether auth is on, and the auth revision.
+    async fn auth_status(
+        &self,
+        req: pb::AuthStatusRequest,
+    ) -> Result<pb::AuthStatusResponse, EtcdError>;
+    /// Checks a user's password and answers a token.
+    async fn authenticate(
+        &self,
+        req: pb::AuthenticateRequest,
+    ) -> Result<pb::AuthenticateResponse, EtcdError>;
+    /// Adds a user.
+    async fn user_add(
+        &self,
+        req: pb::AuthUserAddRequest,
+    ) -> Result<pb::AuthUserAddResponse, EtcdError>;
+    /// A user's roles.
+    async fn user_get(
+        &self,
+        req: pb::AuthUserGetRequest,
+    ) -> Result<pb::AuthUserGetResponse, EtcdError>;
+    /// Every user.
+    async fn user_list(
+        &self,
+        req: pb::AuthUserListRequest,
+    ) -> Result<pb::AuthUserListResponse, EtcdError>;
+    /// Deletes a user.
+    async fn user_delete(
+        &self,
+        req: pb::AuthUserDeleteRequest,
+    ) -> Result<pb::AuthUserDeleteResponse, EtcdError>;
+    /// Changes a user's password.
+    async fn user_change_password(
+        &self,
+        req: pb::AuthUserChangePasswordRequest,
+    ) -> Result<pb::AuthUserChangePasswordResponse, EtcdError>;
+    /// Grants a role to a user.
+    async fn user_grant_role(
+        &self,
+        req: pb::AuthUserGrantRoleRequest,
+    ) -> Result<pb::AuthUserGrantRoleResponse, EtcdError>;
+    /// Revokes a role from a user.
+    async fn user_revoke_role(
+        &self,
+        req: pb::AuthUserRevokeRoleRequest,
+    ) -> Result<pb::AuthUserRevokeRoleResponse, EtcdError>;
+    /// Adds a role.
+    async fn role_add(
+        &self,
+        req: pb::AuthRoleAddRequest,
+    ) -> Result<pb::AuthRoleAddResponse, EtcdError>;
+    /// A role's permissions.
+    async fn role_get(
+        &self,
+        req: pb::AuthRoleGetRequest,
+    ) -> Result<pb::AuthRoleGetResponse, EtcdError>;
+    /// Every role.
+    async fn role_list(
+        &self,
+        req: pb::AuthRoleListRequest,
+    ) -> Result<pb::AuthRoleListResponse, EtcdError>;
+    /// Deletes a role.
+    async fn role_delete(
+        &self,
+        req: pb::AuthRoleDeleteRequest,
+    ) -> Result<pb::AuthRoleDeleteResponse, EtcdError>;
+    /// Grants a permission to a role.
+    async fn role_grant_permission(
+        &self,
+        req: pb::AuthRoleGrantPermissionRequest,
+    ) -> Result<pb::AuthRoleGrantPermissionResponse, EtcdError>;
+    /// Revokes a permission from a role.
+    async fn role_revoke_permission(
+        &self,
+        req: pb::AuthRoleRevokePermissionRequest,
+    ) -> Result<pb::AuthRoleRevokePermissionResponse, EtcdError>;
 }

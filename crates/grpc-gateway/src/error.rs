@@ -140,6 +140,58 @@ pub enum EtcdError {
     /// A RangeStream with a sort or a revision filter (etcd 3.7 streams key order only).
     #[error("etcdserver: range stream does not support sorting or revision filters")]
     RangeStreamUnsupported,
+    /// AuthEnable without a `root` user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while `root` lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// UserAdd of a name in use.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// An empty user name, or no credentials while auth is on.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// No user of that name.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// RoleAdd of a name in use.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// No role of that name.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// An empty role name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// A wrong user name or password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// RoleGrantPermission without a permission.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// UserRevokeRole of a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Authenticate while auth is off.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// An unknown, expired or badly signed token.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// Deleting root, revoking root's role, or an invalid permission range.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// Credentials checked at an older auth revision: authenticate again.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// An auth failure etcd passes through without a status of its own (code Unknown,
+    /// the message as it is: `auth: ...`, `bcrypt: ...`).
+    #[error("{0}")]
+    AuthUnknown(String),
     /// An RPC cairn does not serve (yet).
     #[error("unknown method {0}")]
     Unimplemented(String),
@@ -151,7 +203,7 @@ pub enum EtcdError {
 impl EtcdError {
     /// Every error whose message is fixed (all but those carrying details), for reading a
     /// status back ([`EtcdError::from_status`]).
-    pub const FIXED: [EtcdError; 41] = {
+    pub const FIXED: [EtcdError; 57] = {
         use EtcdError::*;
         [
             EmptyKey,
@@ -195,6 +247,22 @@ impl EtcdError {
             ElectionNoLeader,
             SessionExpired,
             MissingLeaderKey,
+            RootUserNotExist,
+            RootRoleNotExist,
+            UserAlreadyExist,
+            UserEmpty,
+            UserNotFound,
+            RoleAlreadyExist,
+            RoleNotFound,
+            RoleEmpty,
+            AuthFailed,
+            PermissionNotGiven,
+            RoleNotGranted,
+            PermissionNotGranted,
+            AuthNotEnabled,
+            InvalidAuthToken,
+            InvalidAuthMgmt,
+            AuthOldRevision,
         ]
     };
 
@@ -237,8 +305,14 @@ impl EtcdError {
             NoLeader | LeaderChanged | Stopped | Timeout | Unhealthy => Code::Unavailable,
             Corrupt => Code::DataLoss,
             PermissionDenied => Code::PermissionDenied,
+            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
+            | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+            UserEmpty | RoleEmpty | AuthFailed | PermissionNotGiven | InvalidAuthMgmt
+            | AuthOldRevision => Code::InvalidArgument,
+            InvalidAuthToken => Code::Unauthenticated,
             Unimplemented(_) | RangeStreamUnsupported => Code::Unimplemented,
-            Internal(_) => Code::Unknown,
+            Internal(_) | AuthUnknown(_) => Code::Unknown,
         }
     }
 }
@@ -384,6 +458,75 @@ mod tests {
                 Code::Unimplemented,
                 "etcdserver: range stream does not support sorting or revision filters",
             ),
+            RootUserNotExist => (
+                44,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            RootRoleNotExist => (
+                45,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not have root role",
+            ),
+            UserAlreadyExist => (
+                46,
+                Code::FailedPrecondition,
+                "etcdserver: user name already exists",
+            ),
+            UserEmpty => (47, Code::InvalidArgument, "etcdserver: user name is empty"),
+            UserNotFound => (
+                48,
+                Code::FailedPrecondition,
+                "etcdserver: user name not found",
+            ),
+            RoleAlreadyExist => (
+                49,
+                Code::FailedPrecondition,
+                "etcdserver: role name already exists",
+            ),
+            RoleNotFound => (
+                50,
+                Code::FailedPrecondition,
+                "etcdserver: role name not found",
+            ),
+            RoleEmpty => (51, Code::InvalidArgument, "etcdserver: role name is empty"),
+            AuthFailed => (
+                52,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            PermissionNotGiven => (
+                53,
+                Code::InvalidArgument,
+                "etcdserver: permission not given",
+            ),
+            RoleNotGranted => (
+                54,
+                Code::FailedPrecondition,
+                "etcdserver: role is not granted to the user",
+            ),
+            PermissionNotGranted => (
+                55,
+                Code::FailedPrecondition,
+                "etcdserver: permission is not granted to the role",
+            ),
+            AuthNotEnabled => (
+                56,
+                Code::FailedPrecondition,
+                "etcdserver: authentication is not enabled",
+            ),
+            InvalidAuthToken => (57, Code::Unauthenticated, "etcdserver: invalid auth token"),
+            InvalidAuthMgmt => (
+                58,
+                Code::InvalidArgument,
+                "etcdserver: invalid auth management",
+            ),
+            AuthOldRevision => (
+                59,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+            AuthUnknown(why) => return (60, Code::Unknown, why.clone()),
             // grpc-go's answer for a method the server does not register.
             Unimplemented(method) => {
                 return (33, Code::Unimplemented, format!("unknown method {method}"))
@@ -404,6 +547,7 @@ mod tests {
             },
             EtcdError::Unimplemented("/etcdserverpb.Maintenance/Downgrade".into()),
             EtcdError::Internal("mvcc: backend: IO error".into()),
+            EtcdError::AuthUnknown("bcrypt: password length exceeds 72 bytes".into()),
         ]);
         let mut seen = Vec::new();
         for e in &samples {

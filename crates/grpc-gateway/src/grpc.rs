@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::api::{ClusterApi, KvApi, LeaseApi, MaintenanceApi};
+use crate::api::{AuthApi, ClusterApi, KvApi, LeaseApi, MaintenanceApi};
 use crate::error::EtcdError;
 use crate::metrics::{self, RpcType};
 
@@ -64,8 +64,10 @@ pub mod service_name {
     pub const CLUSTER: &str = "etcdserverpb.Cluster";
     /// `etcdserverpb.Maintenance`.
     pub const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+    /// `etcdserverpb.Auth`.
+    pub const AUTH: &str = "etcdserverpb.Auth";
 }
-use service_name::{CLUSTER, KV, LEASE, MAINTENANCE};
+use service_name::{AUTH, CLUSTER, KV, LEASE, MAINTENANCE};
 
 /// What a trait method returns (an `async_trait` future borrowing the server).
 type ApiFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EtcdError>> + Send + 'a>>;
@@ -209,7 +211,8 @@ impl<A: LeaseApi + ?Sized> pb::lease_server::Lease for Service<A> {
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_BUFFER);
         let api = self.api.clone();
-        tokio::spawn(async move {
+        let credentials = crate::credentials::current();
+        tokio::spawn(crate::credentials::scope(credentials, async move {
             while let Some(next) = inbound.next().await {
                 let Ok(req) = next else { break };
                 let answer = api.lease_keep_alive(req).await.map_err(Status::from);
@@ -218,7 +221,7 @@ impl<A: LeaseApi + ?Sized> pb::lease_server::Lease for Service<A> {
                     break;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -368,6 +371,159 @@ impl<A: MaintenanceApi + ?Sized> pb::maintenance_server::Maintenance for Service
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         self.unary(MAINTENANCE, "Downgrade", request, |api, req| {
             api.downgrade(req)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl<A: AuthApi + ?Sized> pb::auth_server::Auth for Service<A> {
+    async fn auth_enable(
+        &self,
+        request: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        self.unary(AUTH, "AuthEnable", request, |api, req| api.auth_enable(req))
+            .await
+    }
+
+    async fn auth_disable(
+        &self,
+        request: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        self.unary(AUTH, "AuthDisable", request, |api, req| {
+            api.auth_disable(req)
+        })
+        .await
+    }
+
+    async fn auth_status(
+        &self,
+        request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        self.unary(AUTH, "AuthStatus", request, |api, req| api.auth_status(req))
+            .await
+    }
+
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        self.unary(AUTH, "Authenticate", request, |api, req| {
+            api.authenticate(req)
+        })
+        .await
+    }
+
+    async fn user_add(
+        &self,
+        request: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        self.unary(AUTH, "UserAdd", request, |api, req| api.user_add(req))
+            .await
+    }
+
+    async fn user_get(
+        &self,
+        request: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        self.unary(AUTH, "UserGet", request, |api, req| api.user_get(req))
+            .await
+    }
+
+    async fn user_list(
+        &self,
+        request: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        self.unary(AUTH, "UserList", request, |api, req| api.user_list(req))
+            .await
+    }
+
+    async fn user_delete(
+        &self,
+        request: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        self.unary(AUTH, "UserDelete", request, |api, req| api.user_delete(req))
+            .await
+    }
+
+    async fn user_change_password(
+        &self,
+        request: Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        self.unary(AUTH, "UserChangePassword", request, |api, req| {
+            api.user_change_password(req)
+        })
+        .await
+    }
+
+    async fn user_grant_role(
+        &self,
+        request: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        self.unary(AUTH, "UserGrantRole", request, |api, req| {
+            api.user_grant_role(req)
+        })
+        .await
+    }
+
+    async fn user_revoke_role(
+        &self,
+        request: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        self.unary(AUTH, "UserRevokeRole", request, |api, req| {
+            api.user_revoke_role(req)
+        })
+        .await
+    }
+
+    async fn role_add(
+        &self,
+        request: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        self.unary(AUTH, "RoleAdd", request, |api, req| api.role_add(req))
+            .await
+    }
+
+    async fn role_get(
+        &self,
+        request: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        self.unary(AUTH, "RoleGet", request, |api, req| api.role_get(req))
+            .await
+    }
+
+    async fn role_list(
+        &self,
+        request: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        self.unary(AUTH, "RoleList", request, |api, req| api.role_list(req))
+            .await
+    }
+
+    async fn role_delete(
+        &self,
+        request: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        self.unary(AUTH, "RoleDelete", request, |api, req| api.role_delete(req))
+            .await
+    }
+
+    async fn role_grant_permission(
+        &self,
+        request: Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        self.unary(AUTH, "RoleGrantPermission", request, |api, req| {
+            api.role_grant_permission(req)
+        })
+        .await
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        request: Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        self.unary(AUTH, "RoleRevokePermission", request, |api, req| {
+            api.role_revoke_permission(req)
         })
         .await
     }

@@ -38,10 +38,9 @@ struct Gateway {
     lease: Service<dyn crate::api::LeaseApi>,
     cluster: Service<dyn crate::api::ClusterApi>,
     maintenance: Service<dyn crate::api::MaintenanceApi>,
+    auth: Service<dyn crate::api::AuthApi>,
     recipes: Recipes,
     watch: Arc<dyn crate::api::WatchApi>,
-    leases: Arc<dyn crate::api::LeaseApi>,
-    snapshots: Arc<dyn crate::api::MaintenanceApi>,
 }
 
 /// The router of `/v3/...` over `apis`, within `limits`.
@@ -51,10 +50,9 @@ pub fn router(apis: &ClientApis, limits: Limits) -> Router {
         lease: Service::new(apis.lease.clone(), limits),
         cluster: Service::new(apis.cluster.clone(), limits),
         maintenance: Service::new(apis.maintenance.clone(), limits),
+        auth: Service::new(apis.auth.clone(), limits),
         recipes: Recipes::new(apis.kv.clone(), apis.watch.clone()),
         watch: apis.watch.clone(),
-        leases: apis.lease.clone(),
-        snapshots: apis.maintenance.clone(),
     });
     Router::new()
         .route("/v3/watch", post(watch_stream))
@@ -74,134 +72,84 @@ fn pool() -> Result<&'static DescriptorPool, Status> {
     .map_err(|e| Status::internal(format!("descriptors: {e}")))
 }
 
-/// The request and response message names of a path, and how to call it.
-fn route(path: &str) -> Option<(&'static str, &'static str)> {
-    Some(match path {
-        "kv/range" => ("etcdserverpb.RangeRequest", "etcdserverpb.RangeResponse"),
-        "kv/put" => ("etcdserverpb.PutRequest", "etcdserverpb.PutResponse"),
-        "kv/deleterange" => (
-            "etcdserverpb.DeleteRangeRequest",
-            "etcdserverpb.DeleteRangeResponse",
-        ),
-        "kv/txn" => ("etcdserverpb.TxnRequest", "etcdserverpb.TxnResponse"),
-        "kv/compaction" => (
-            "etcdserverpb.CompactionRequest",
-            "etcdserverpb.CompactionResponse",
-        ),
-        "lease/grant" => (
-            "etcdserverpb.LeaseGrantRequest",
-            "etcdserverpb.LeaseGrantResponse",
-        ),
-        "lease/revoke" | "kv/lease/revoke" => (
-            "etcdserverpb.LeaseRevokeRequest",
-            "etcdserverpb.LeaseRevokeResponse",
-        ),
-        "lease/timetolive" | "kv/lease/timetolive" => (
-            "etcdserverpb.LeaseTimeToLiveRequest",
-            "etcdserverpb.LeaseTimeToLiveResponse",
-        ),
-        "lease/leases" | "kv/lease/leases" => (
-            "etcdserverpb.LeaseLeasesRequest",
-            "etcdserverpb.LeaseLeasesResponse",
-        ),
-        "cluster/member/list" => (
-            "etcdserverpb.MemberListRequest",
-            "etcdserverpb.MemberListResponse",
-        ),
-        "cluster/member/add" => (
-            "etcdserverpb.MemberAddRequest",
-            "etcdserverpb.MemberAddResponse",
-        ),
-        "cluster/member/remove" => (
-            "etcdserverpb.MemberRemoveRequest",
-            "etcdserverpb.MemberRemoveResponse",
-        ),
-        "cluster/member/update" => (
-            "etcdserverpb.MemberUpdateRequest",
-            "etcdserverpb.MemberUpdateResponse",
-        ),
-        "cluster/member/promote" => (
-            "etcdserverpb.MemberPromoteRequest",
-            "etcdserverpb.MemberPromoteResponse",
-        ),
-        "maintenance/status" => ("etcdserverpb.StatusRequest", "etcdserverpb.StatusResponse"),
-        "maintenance/alarm" => ("etcdserverpb.AlarmRequest", "etcdserverpb.AlarmResponse"),
-        "maintenance/defragment" => (
-            "etcdserverpb.DefragmentRequest",
-            "etcdserverpb.DefragmentResponse",
-        ),
-        "maintenance/hash" => ("etcdserverpb.HashRequest", "etcdserverpb.HashResponse"),
-        "maintenance/hashkv" => ("etcdserverpb.HashKVRequest", "etcdserverpb.HashKVResponse"),
-        "maintenance/transfer-leadership" => (
-            "etcdserverpb.MoveLeaderRequest",
-            "etcdserverpb.MoveLeaderResponse",
-        ),
-        "maintenance/downgrade" => (
-            "etcdserverpb.DowngradeRequest",
-            "etcdserverpb.DowngradeResponse",
-        ),
-        "lock/lock" => ("v3lockpb.LockRequest", "v3lockpb.LockResponse"),
-        "lock/unlock" => ("v3lockpb.UnlockRequest", "v3lockpb.UnlockResponse"),
-        "election/campaign" => (
-            "v3electionpb.CampaignRequest",
-            "v3electionpb.CampaignResponse",
-        ),
-        "election/proclaim" => (
-            "v3electionpb.ProclaimRequest",
-            "v3electionpb.ProclaimResponse",
-        ),
-        "election/leader" => ("v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse"),
-        "election/resign" => ("v3electionpb.ResignRequest", "v3electionpb.ResignResponse"),
-        _ => return None,
-    })
+/// The unary paths: each one's request and response message names and the gRPC method
+/// it calls. One table makes both [`route`] and [`call`].
+macro_rules! unary_routes {
+    ($($path:pat => $service:ident . $method:ident ($trait:path, $input:literal, $output:literal)),* $(,)?) => {
+        /// The request and response message names of a path.
+        fn route(path: &str) -> Option<(&'static str, &'static str)> {
+            match path {
+                $($path => Some(($input, $output)),)*
+                _ => None,
+            }
+        }
+
+        /// Calls the gRPC method of `path` with the encoded request; the encoded response.
+        async fn call(gw: &Gateway, path: &str, body: &[u8]) -> Result<Vec<u8>, Status> {
+            match path {
+                $($path => {
+                    let req = prost::Message::decode(body)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    let resp = <_ as $trait>::$method(&gw.$service, Request::new(req)).await?;
+                    Ok(resp.into_inner().encode_to_vec())
+                })*
+                _ => Err(Status::unimplemented(format!("unknown path /v3/{path}"))),
+            }
+        }
+    };
 }
 
-/// Calls the gRPC method of `path` with the encoded request; the encoded response.
-async fn call(gw: &Gateway, path: &str, body: &[u8]) -> Result<Vec<u8>, Status> {
-    macro_rules! unary {
-        ($service:expr, $trait:path, $method:ident) => {{
-            let req = prost::Message::decode(body)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let resp = <_ as $trait>::$method($service, Request::new(req)).await?;
-            Ok(resp.into_inner().encode_to_vec())
-        }};
-    }
-    use pb::cluster_server::Cluster;
-    use pb::kv_server::Kv;
-    use pb::lease_server::Lease;
-    use pb::maintenance_server::Maintenance;
-    match path {
-        "kv/range" => unary!(&gw.kv, Kv, range),
-        "kv/put" => unary!(&gw.kv, Kv, put),
-        "kv/deleterange" => unary!(&gw.kv, Kv, delete_range),
-        "kv/txn" => unary!(&gw.kv, Kv, txn),
-        "kv/compaction" => unary!(&gw.kv, Kv, compact),
-        "lease/grant" => unary!(&gw.lease, Lease, lease_grant),
-        "lease/revoke" | "kv/lease/revoke" => unary!(&gw.lease, Lease, lease_revoke),
-        "lease/timetolive" | "kv/lease/timetolive" => {
-            unary!(&gw.lease, Lease, lease_time_to_live)
-        }
-        "lease/leases" | "kv/lease/leases" => unary!(&gw.lease, Lease, lease_leases),
-        "cluster/member/list" => unary!(&gw.cluster, Cluster, member_list),
-        "cluster/member/add" => unary!(&gw.cluster, Cluster, member_add),
-        "cluster/member/remove" => unary!(&gw.cluster, Cluster, member_remove),
-        "cluster/member/update" => unary!(&gw.cluster, Cluster, member_update),
-        "cluster/member/promote" => unary!(&gw.cluster, Cluster, member_promote),
-        "maintenance/status" => unary!(&gw.maintenance, Maintenance, status),
-        "maintenance/alarm" => unary!(&gw.maintenance, Maintenance, alarm),
-        "maintenance/defragment" => unary!(&gw.maintenance, Maintenance, defragment),
-        "maintenance/hash" => unary!(&gw.maintenance, Maintenance, hash),
-        "maintenance/hashkv" => unary!(&gw.maintenance, Maintenance, hash_kv),
-        "maintenance/transfer-leadership" => unary!(&gw.maintenance, Maintenance, move_leader),
-        "maintenance/downgrade" => unary!(&gw.maintenance, Maintenance, downgrade),
-        "lock/lock" => unary!(&gw.recipes, Lock, lock),
-        "lock/unlock" => unary!(&gw.recipes, Lock, unlock),
-        "election/campaign" => unary!(&gw.recipes, Election, campaign),
-        "election/proclaim" => unary!(&gw.recipes, Election, proclaim),
-        "election/leader" => unary!(&gw.recipes, Election, leader),
-        "election/resign" => unary!(&gw.recipes, Election, resign),
-        _ => Err(Status::unimplemented(format!("unknown path /v3/{path}"))),
-    }
+use pb::auth_server::Auth as AuthService;
+use pb::cluster_server::Cluster;
+use pb::kv_server::Kv;
+use pb::lease_server::Lease;
+use pb::maintenance_server::Maintenance;
+
+unary_routes! {
+    "kv/range" => kv.range(Kv, "etcdserverpb.RangeRequest", "etcdserverpb.RangeResponse"),
+    "kv/put" => kv.put(Kv, "etcdserverpb.PutRequest", "etcdserverpb.PutResponse"),
+    "kv/deleterange" => kv.delete_range(Kv, "etcdserverpb.DeleteRangeRequest", "etcdserverpb.DeleteRangeResponse"),
+    "kv/txn" => kv.txn(Kv, "etcdserverpb.TxnRequest", "etcdserverpb.TxnResponse"),
+    "kv/compaction" => kv.compact(Kv, "etcdserverpb.CompactionRequest", "etcdserverpb.CompactionResponse"),
+    "lease/grant" => lease.lease_grant(Lease, "etcdserverpb.LeaseGrantRequest", "etcdserverpb.LeaseGrantResponse"),
+    "lease/revoke" | "kv/lease/revoke" => lease.lease_revoke(Lease, "etcdserverpb.LeaseRevokeRequest", "etcdserverpb.LeaseRevokeResponse"),
+    "lease/timetolive" | "kv/lease/timetolive" => lease.lease_time_to_live(Lease, "etcdserverpb.LeaseTimeToLiveRequest", "etcdserverpb.LeaseTimeToLiveResponse"),
+    "lease/leases" | "kv/lease/leases" => lease.lease_leases(Lease, "etcdserverpb.LeaseLeasesRequest", "etcdserverpb.LeaseLeasesResponse"),
+    "cluster/member/list" => cluster.member_list(Cluster, "etcdserverpb.MemberListRequest", "etcdserverpb.MemberListResponse"),
+    "cluster/member/add" => cluster.member_add(Cluster, "etcdserverpb.MemberAddRequest", "etcdserverpb.MemberAddResponse"),
+    "cluster/member/remove" => cluster.member_remove(Cluster, "etcdserverpb.MemberRemoveRequest", "etcdserverpb.MemberRemoveResponse"),
+    "cluster/member/update" => cluster.member_update(Cluster, "etcdserverpb.MemberUpdateRequest", "etcdserverpb.MemberUpdateResponse"),
+    "cluster/member/promote" => cluster.member_promote(Cluster, "etcdserverpb.MemberPromoteRequest", "etcdserverpb.MemberPromoteResponse"),
+    "maintenance/status" => maintenance.status(Maintenance, "etcdserverpb.StatusRequest", "etcdserverpb.StatusResponse"),
+    "maintenance/alarm" => maintenance.alarm(Maintenance, "etcdserverpb.AlarmRequest", "etcdserverpb.AlarmResponse"),
+    "maintenance/defragment" => maintenance.defragment(Maintenance, "etcdserverpb.DefragmentRequest", "etcdserverpb.DefragmentResponse"),
+    "maintenance/hash" => maintenance.hash(Maintenance, "etcdserverpb.HashRequest", "etcdserverpb.HashResponse"),
+    "maintenance/hashkv" => maintenance.hash_kv(Maintenance, "etcdserverpb.HashKVRequest", "etcdserverpb.HashKVResponse"),
+    "maintenance/transfer-leadership" => maintenance.move_leader(Maintenance, "etcdserverpb.MoveLeaderRequest", "etcdserverpb.MoveLeaderResponse"),
+    "maintenance/downgrade" => maintenance.downgrade(Maintenance, "etcdserverpb.DowngradeRequest", "etcdserverpb.DowngradeResponse"),
+    "auth/enable" => auth.auth_enable(AuthService, "etcdserverpb.AuthEnableRequest", "etcdserverpb.AuthEnableResponse"),
+    "auth/disable" => auth.auth_disable(AuthService, "etcdserverpb.AuthDisableRequest", "etcdserverpb.AuthDisableResponse"),
+    "auth/status" => auth.auth_status(AuthService, "etcdserverpb.AuthStatusRequest", "etcdserverpb.AuthStatusResponse"),
+    "auth/authenticate" => auth.authenticate(AuthService, "etcdserverpb.AuthenticateRequest", "etcdserverpb.AuthenticateResponse"),
+    "auth/user/add" => auth.user_add(AuthService, "etcdserverpb.AuthUserAddRequest", "etcdserverpb.AuthUserAddResponse"),
+    "auth/user/get" => auth.user_get(AuthService, "etcdserverpb.AuthUserGetRequest", "etcdserverpb.AuthUserGetResponse"),
+    "auth/user/list" => auth.user_list(AuthService, "etcdserverpb.AuthUserListRequest", "etcdserverpb.AuthUserListResponse"),
+    "auth/user/delete" => auth.user_delete(AuthService, "etcdserverpb.AuthUserDeleteRequest", "etcdserverpb.AuthUserDeleteResponse"),
+    "auth/user/changepw" => auth.user_change_password(AuthService, "etcdserverpb.AuthUserChangePasswordRequest", "etcdserverpb.AuthUserChangePasswordResponse"),
+    "auth/user/grant" => auth.user_grant_role(AuthService, "etcdserverpb.AuthUserGrantRoleRequest", "etcdserverpb.AuthUserGrantRoleResponse"),
+    "auth/user/revoke" => auth.user_revoke_role(AuthService, "etcdserverpb.AuthUserRevokeRoleRequest", "etcdserverpb.AuthUserRevokeRoleResponse"),
+    "auth/role/add" => auth.role_add(AuthService, "etcdserverpb.AuthRoleAddRequest", "etcdserverpb.AuthRoleAddResponse"),
+    "auth/role/get" => auth.role_get(AuthService, "etcdserverpb.AuthRoleGetRequest", "etcdserverpb.AuthRoleGetResponse"),
+    "auth/role/list" => auth.role_list(AuthService, "etcdserverpb.AuthRoleListRequest", "etcdserverpb.AuthRoleListResponse"),
+    "auth/role/delete" => auth.role_delete(AuthService, "etcdserverpb.AuthRoleDeleteRequest", "etcdserverpb.AuthRoleDeleteResponse"),
+    "auth/role/grant" => auth.role_grant_permission(AuthService, "etcdserverpb.AuthRoleGrantPermissionRequest", "etcdserverpb.AuthRoleGrantPermissionResponse"),
+    "auth/role/revoke" => auth.role_revoke_permission(AuthService, "etcdserverpb.AuthRoleRevokePermissionRequest", "etcdserverpb.AuthRoleRevokePermissionResponse"),
+    "lock/lock" => recipes.lock(Lock, "v3lockpb.LockRequest", "v3lockpb.LockResponse"),
+    "lock/unlock" => recipes.unlock(Lock, "v3lockpb.UnlockRequest", "v3lockpb.UnlockResponse"),
+    "election/campaign" => recipes.campaign(Election, "v3electionpb.CampaignRequest", "v3electionpb.CampaignResponse"),
+    "election/proclaim" => recipes.proclaim(Election, "v3electionpb.ProclaimRequest", "v3electionpb.ProclaimResponse"),
+    "election/leader" => recipes.leader(Election, "v3electionpb.LeaderRequest", "v3electionpb.LeaderResponse"),
+    "election/resign" => recipes.resign(Election, "v3electionpb.ResignRequest", "v3electionpb.ResignResponse"),
 }
 
 /// The HTTP status grpc-gateway gives a gRPC code.
@@ -258,11 +206,6 @@ async fn translate(
     output: &str,
     body: &[u8],
 ) -> Result<String, Status> {
-    let pool = pool()?;
-    let descriptor = |name: &str| {
-        pool.get_message_by_name(name)
-            .ok_or_else(|| Status::internal(format!("no descriptor for {name}")))
-    };
     // An empty body is an empty request, as in etcd's gateway.
     let text = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
@@ -274,13 +217,26 @@ async fn translate(
         .and_then(|m| de.end().map(|()| m))
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let answer = call(gw, method, &request.encode_to_vec()).await?;
-    let response = DynamicMessage::decode(descriptor(output)?, answer.as_slice())
+    to_json(&answer, output)
+}
+
+/// The descriptor of message `name`.
+fn descriptor(name: &str) -> Result<prost_reflect::MessageDescriptor, Status> {
+    pool()?
+        .get_message_by_name(name)
+        .ok_or_else(|| Status::internal(format!("no descriptor for {name}")))
+}
+
+/// An encoded message of type `name` as etcd's gateway writes it: proto field names,
+/// default values left out.
+fn to_json(encoded: &[u8], name: &str) -> Result<String, Status> {
+    let message = DynamicMessage::decode(descriptor(name)?, encoded)
         .map_err(|e| Status::internal(format!("decoding the answer: {e}")))?;
     let mut out = serde_json::Serializer::new(Vec::new());
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(true);
-    response
+    message
         .serialize_with_options(&mut out, &options)
         .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
     String::from_utf8(out.into_inner()).map_err(|e| Status::internal(e.to_string()))
@@ -291,10 +247,7 @@ fn stream_requests<T: prost::Message + Default>(
     body: &[u8],
     input: &str,
 ) -> Result<Vec<T>, Status> {
-    let pool = pool()?;
-    let descriptor = pool
-        .get_message_by_name(input)
-        .ok_or_else(|| Status::internal(format!("no descriptor for {input}")))?;
+    let descriptor = descriptor(input)?;
     let mut out = Vec::new();
     for value in serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>() {
         let value = value.map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -310,21 +263,10 @@ fn stream_requests<T: prost::Message + Default>(
 
 /// One line of a streaming answer: `{"result": <message as JSON>}`.
 fn result_line<T: prost::Message>(message: &T, output: &str) -> String {
-    let encoded = message.encode_to_vec();
-    let json = pool()
-        .ok()
-        .and_then(|pool| pool.get_message_by_name(output))
-        .and_then(|desc| DynamicMessage::decode(desc, encoded.as_slice()).ok())
-        .and_then(|m| {
-            let mut out = serde_json::Serializer::new(Vec::new());
-            let options = SerializeOptions::new()
-                .use_proto_field_name(true)
-                .skip_default_fields(true);
-            m.serialize_with_options(&mut out, &options).ok()?;
-            String::from_utf8(out.into_inner()).ok()
-        })
-        .unwrap_or_else(|| "{}".to_string());
-    format!("{{\"result\":{json}}}\n")
+    match to_json(&message.encode_to_vec(), output) {
+        Ok(json) => format!("{{\"result\":{json}}}\n"),
+        Err(status) => error_line(&status),
+    }
 }
 
 fn stream_response(lines: impl futures::Stream<Item = String> + Send + 'static) -> Response {
@@ -360,11 +302,14 @@ async fn keep_alive_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Respo
             Ok(requests) => requests,
             Err(status) => return error_response(&status),
         };
-    let leases = gw.leases.clone();
+    let leases = gw.lease.api.clone();
+    let credentials = crate::credentials::current();
     let answers = futures::stream::iter(requests)
         .then(move |req| {
             let leases = leases.clone();
-            async move { leases.lease_keep_alive(req).await }
+            crate::credentials::scope(credentials.clone(), async move {
+                leases.lease_keep_alive(req).await
+            })
         })
         .take_while(|answer| futures::future::ready(answer.is_ok()))
         .map(|answer| match answer {
@@ -375,7 +320,7 @@ async fn keep_alive_stream(State(gw): State<Arc<Gateway>>, body: Bytes) -> Respo
 }
 
 async fn snapshot_stream(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.snapshots.snapshot().await {
+    match gw.maintenance.api.snapshot().await {
         Ok(chunks) => stream_response(chunks.map(|chunk| match chunk {
             Ok(chunk) => result_line(&chunk, "etcdserverpb.SnapshotResponse"),
             Err(e) => error_line(&Status::from(e)),
@@ -451,6 +396,23 @@ mod tests {
             "election/proclaim",
             "election/leader",
             "election/resign",
+            "auth/enable",
+            "auth/disable",
+            "auth/status",
+            "auth/authenticate",
+            "auth/user/add",
+            "auth/user/get",
+            "auth/user/list",
+            "auth/user/delete",
+            "auth/user/changepw",
+            "auth/user/grant",
+            "auth/user/revoke",
+            "auth/role/add",
+            "auth/role/get",
+            "auth/role/list",
+            "auth/role/delete",
+            "auth/role/grant",
+            "auth/role/revoke",
         ] {
             let (input, output) = route(path).unwrap();
             assert!(pool.get_message_by_name(input).is_some(), "{input}");

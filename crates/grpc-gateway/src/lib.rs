@@ -11,7 +11,7 @@
 //! # use std::sync::Arc;
 //! # use cairn_grpc_gateway::{api::*, grpc::Limits, http, serve};
 //! # async fn demo<S>(server: Arc<S>) -> Result<(), Box<dyn std::error::Error>>
-//! # where S: KvApi + WatchApi + LeaseApi + MaintenanceApi + ClusterApi + HealthApi {
+//! # where S: KvApi + WatchApi + LeaseApi + MaintenanceApi + ClusterApi + AuthApi + HealthApi {
 //! let versions = http::Versions { server: "3.5.0".into(), cluster: "3.5.0".into() };
 //! let http = http::router(server.clone(), None, versions);
 //! let apis = serve::ClientApis {
@@ -19,7 +19,8 @@
 //!     watch: server.clone(),
 //!     lease: server.clone(),
 //!     cluster: server.clone(),
-//!     maintenance: server,
+//!     maintenance: server.clone(),
+//!     auth: server,
 //! };
 //! let routes = serve::client_routes(apis, Limits::for_max_request_bytes(1_572_864));
 //! let router = serve::into_router(routes, http);
@@ -31,6 +32,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod credentials;
 pub mod deadline;
 pub mod error;
 pub mod grpc;

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,11 +14,12 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::Routes;
 use tonic::transport::server::Connected;
 
-use crate::api::{ClusterApi, KvApi, LeaseApi, MaintenanceApi, WatchApi};
+use crate::api::{AuthApi, ClusterApi, KvApi, LeaseApi, MaintenanceApi, WatchApi};
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 
 use crate::authority::AuthorityFix;
+use crate::credentials::{PeerCommonName, TlsConnectInfo};
 use crate::grpc::{Limits, Service};
 use crate::recipes::Recipes;
 use crate::tls::ReloadingConfig;
@@ -44,6 +45,8 @@ pub struct ClientApis {
     pub cluster: Arc<dyn ClusterApi>,
     /// The Maintenance service.
     pub maintenance: Arc<dyn MaintenanceApi>,
+    /// The Auth service.
+    pub auth: Arc<dyn AuthApi>,
 }
 
 /// Builds the client-facing gRPC routes: etcd's KV, Watch, Lease, Cluster and Maintenance
@@ -76,12 +79,18 @@ pub fn client_routes(apis: ClientApis, limits: Limits) -> Routes {
         .add_service(limited!(LeaseServer, apis.lease))
         .add_service(limited!(ClusterServer, apis.cluster))
         .add_service(limited!(MaintenanceServer, apis.maintenance))
+        .add_service(limited!(AuthServer, apis.auth))
         .add_service(health_service)
 }
 
-/// Joins the gRPC routes and the HTTP endpoints into one router for the client port.
+/// Joins the gRPC routes and the HTTP endpoints into one router for the client port;
+/// every request is served with its [`credentials`](crate::credentials).
 pub fn into_router(routes: Routes, http: axum::Router) -> axum::Router {
-    routes.prepare().into_axum_router().merge(http)
+    routes
+        .prepare()
+        .into_axum_router()
+        .merge(http)
+        .layer(axum::middleware::from_fn(crate::credentials::layer))
 }
 
 /// Serves `router` (gRPC over h2c and HTTP/1.1) to clients on `listener` until `shutdown`
@@ -209,10 +218,18 @@ impl AsyncWrite for TlsConn {
 }
 
 impl Connected for AuthorityFix<TlsConn> {
-    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+    type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.get_ref().0.get_ref().0.connect_info()
+        let (tcp, session) = self.get_ref().0.get_ref();
+        TlsConnectInfo {
+            tcp: tcp.connect_info(),
+            common_name: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| crate::tls::common_name(cert))
+                .map(PeerCommonName),
+        }
     }
 }
 

@@ -166,6 +166,41 @@ pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, PathBuf), T
     Ok((cert_path, key_path))
 }
 
+/// The subject common name (OID 2.5.4.3) of a DER certificate, as etcd takes a verified
+/// client certificate's user name; `None` if it has none or does not parse.
+pub fn common_name(certificate: &[u8]) -> Option<String> {
+    use simple_asn1::ASN1Block::{
+        Explicit, ObjectIdentifier, PrintableString, Sequence, Set, UTF8String,
+    };
+    let blocks = simple_asn1::from_der(certificate).ok()?;
+    let Some(Sequence(_, cert)) = blocks.first() else {
+        return None;
+    };
+    let Some(Sequence(_, tbs)) = cert.first() else {
+        return None;
+    };
+    // version [0] (optional), serial, signature, issuer, validity, subject.
+    let skip = usize::from(matches!(tbs.first(), Some(Explicit(..))));
+    let Some(Sequence(_, subject)) = tbs.get(skip + 4) else {
+        return None;
+    };
+    let cn = simple_asn1::oid!(2, 5, 4, 3);
+    subject.iter().rev().find_map(|rdn| {
+        let Set(_, attributes) = rdn else { return None };
+        attributes.iter().find_map(|attribute| match attribute {
+            Sequence(_, pair) => match pair.as_slice() {
+                [ObjectIdentifier(_, oid), UTF8String(_, name) | PrintableString(_, name)]
+                    if *oid == cn =>
+                {
+                    Some(name.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+    })
+}
+
 /// The files' identities: size and modification time.
 type Stamp = Vec<Option<(u64, SystemTime)>>;
 
@@ -247,28 +282,43 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(provider(&files.policy)?);
-    let chain = certificates(&files.cert)?;
-    let key_pem = read(&files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
-        path: files.key.clone(),
+/// A certificate chain and its private key, from PEM files.
+fn identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = certificates(cert)?;
+    let pem = read(key)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: key.to_path_buf(),
         what: format!("no private key: {e}"),
     })?;
+    Ok((chain, key))
+}
+
+/// The certificates of a PEM CA bundle, as trust roots.
+fn roots(bundle: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(bundle)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", bundle.display())))?;
+    }
+    Ok(roots)
+}
+
+fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(provider(&files.policy)?);
+    let (chain, key) = identity(&files.cert, &files.key)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(&files.policy)?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match &files.trusted_ca {
         Some(ca) if files.client_cert_auth => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
@@ -290,22 +340,11 @@ pub fn client_config(
     policy: &TlsPolicy,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = Arc::new(provider(policy)?);
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(trusted_ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| TlsError::Config(format!("{}: {e}", trusted_ca.display())))?;
-    }
-    let chain = certificates(cert)?;
-    let key_pem = read(key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
-        path: key.to_path_buf(),
-        what: format!("no private key: {e}"),
-    })?;
+    let (chain, key) = identity(cert, key)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions(policy)?)
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(trusted_ca)?)
         .with_client_auth_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];

@@ -13,6 +13,7 @@ use cairn_grpc_gateway::api::*;
 use cairn_grpc_gateway::grpc::Limits;
 use cairn_grpc_gateway::serve::{self, ClientApis};
 use cairn_grpc_gateway::{http, EtcdError};
+use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
@@ -395,6 +396,118 @@ fn recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// Auth: AuthStatus tells whether the call carried a token (the credentials reach the
+/// server); everything else is refused.
+#[async_trait]
+impl AuthApi for Fake {
+    async fn auth_status(
+        &self,
+        _req: pb::AuthStatusRequest,
+    ) -> Result<pb::AuthStatusResponse, EtcdError> {
+        let credentials = cairn_grpc_gateway::credentials::current();
+        Ok(pb::AuthStatusResponse {
+            enabled: credentials.token.as_deref() == Some("secret"),
+            ..Default::default()
+        })
+    }
+    async fn auth_enable(
+        &self,
+        _req: pb::AuthEnableRequest,
+    ) -> Result<pb::AuthEnableResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn auth_disable(
+        &self,
+        _req: pb::AuthDisableRequest,
+    ) -> Result<pb::AuthDisableResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn authenticate(
+        &self,
+        _req: pb::AuthenticateRequest,
+    ) -> Result<pb::AuthenticateResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_add(
+        &self,
+        _req: pb::AuthUserAddRequest,
+    ) -> Result<pb::AuthUserAddResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_get(
+        &self,
+        _req: pb::AuthUserGetRequest,
+    ) -> Result<pb::AuthUserGetResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_list(
+        &self,
+        _req: pb::AuthUserListRequest,
+    ) -> Result<pb::AuthUserListResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_delete(
+        &self,
+        _req: pb::AuthUserDeleteRequest,
+    ) -> Result<pb::AuthUserDeleteResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_change_password(
+        &self,
+        _req: pb::AuthUserChangePasswordRequest,
+    ) -> Result<pb::AuthUserChangePasswordResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_grant_role(
+        &self,
+        _req: pb::AuthUserGrantRoleRequest,
+    ) -> Result<pb::AuthUserGrantRoleResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn user_revoke_role(
+        &self,
+        _req: pb::AuthUserRevokeRoleRequest,
+    ) -> Result<pb::AuthUserRevokeRoleResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_add(
+        &self,
+        _req: pb::AuthRoleAddRequest,
+    ) -> Result<pb::AuthRoleAddResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_get(
+        &self,
+        _req: pb::AuthRoleGetRequest,
+    ) -> Result<pb::AuthRoleGetResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_list(
+        &self,
+        _req: pb::AuthRoleListRequest,
+    ) -> Result<pb::AuthRoleListResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_delete(
+        &self,
+        _req: pb::AuthRoleDeleteRequest,
+    ) -> Result<pb::AuthRoleDeleteResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_grant_permission(
+        &self,
+        _req: pb::AuthRoleGrantPermissionRequest,
+    ) -> Result<pb::AuthRoleGrantPermissionResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+    async fn role_revoke_permission(
+        &self,
+        _req: pb::AuthRoleRevokePermissionRequest,
+    ) -> Result<pb::AuthRoleRevokePermissionResponse, EtcdError> {
+        Err(EtcdError::PermissionDenied)
+    }
+}
+
 /// The fake served on a local port, as the server serves its member.
 struct Served {
     addr: std::net::SocketAddr,
@@ -414,13 +527,16 @@ async fn serve_fake() -> Served {
         lease: fake.clone(),
         cluster: fake.clone(),
         maintenance: fake.clone(),
+        auth: fake.clone(),
     };
     let versions = http::Versions {
         server: "3.5.0".into(),
         cluster: "3.5.0".into(),
     };
-    let http_router = http::router(fake.clone(), Some(recorder()), versions);
-    let routes = serve::client_routes(apis, Limits::for_max_request_bytes(MAX_REQUEST_BYTES));
+    let limits = Limits::for_max_request_bytes(MAX_REQUEST_BYTES);
+    let http_router = http::router(fake.clone(), Some(recorder()), versions)
+        .merge(cairn_grpc_gateway::json::router(&apis, limits));
+    let routes = serve::client_routes(apis, limits);
     let router = serve::into_router(routes, http_router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1038,4 +1154,66 @@ async fn metrics_count_calls_by_service_method_and_code() {
             "{labels} not in:\n{body}"
         );
     }
+}
+
+/// An HTTP/1.1 POST with extra headers: the status code and the body.
+async fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let (path, headers, body) = (path.to_string(), headers.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_auth_token_reaches_the_server_from_grpc_metadata_and_the_json_gateway() {
+    let served = serve_fake().await;
+    let mut auth = pb::auth_client::AuthClient::new(served.channel.clone());
+    let anonymous = auth.auth_status(AuthStatusRequest {}).await.unwrap();
+    assert!(!anonymous.into_inner().enabled);
+    let mut request = tonic::Request::new(AuthStatusRequest {});
+    request
+        .metadata_mut()
+        .insert("token", "secret".parse().unwrap());
+    assert!(
+        auth.auth_status(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .enabled
+    );
+    let refused = auth.user_list(AuthUserListRequest {}).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            tonic::Code::PermissionDenied,
+            "etcdserver: permission denied"
+        )
+    );
+
+    let status = "/v3/auth/status";
+    assert_eq!(
+        http_post(served.addr, status, "Authorization: secret\r\n", "{}").await,
+        (200, r#"{"enabled":true}"#.to_string())
+    );
+    assert_eq!(
+        http_post(served.addr, status, "", "{}").await,
+        (200, "{}".to_string())
+    );
 }

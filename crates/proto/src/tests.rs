@@ -109,6 +109,7 @@ fn watch_response_events_field_11() {
 fn internal_request_bytes() {
     let req = InternalRequest {
         id: 1,
+        header: None,
         request: Some(internal_request::Request::Put(PutRequest {
             key: "a".into(),
             ..Default::default()

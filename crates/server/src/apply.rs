@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alarms::Alarms;
+use crate::auth_state::Proposer;
 use crate::client_error;
 use crate::members::{ChangeEffect, Membership};
+use cairn_auth::{Auth, AuthRequest, AuthResponse};
 
 /// What applying one entry produced, handed back to the member that proposed it.
 #[derive(Debug)]
@@ -50,6 +52,8 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     /// An alarm request's response.
     Alarm(AlarmResponse),
+    /// An Auth request's response (no header yet).
+    Auth(AuthResponse),
     /// The member list after a membership change.
     Members(Vec<cairn_proto::etcdserverpb::Member>),
     /// The request failed with a client-visible error; nothing changed.
@@ -98,6 +102,7 @@ pub struct Applier {
     removed: Option<tokio::sync::watch::Sender<bool>>,
     snapshot_dir: Option<PathBuf>,
     alarms: Option<Arc<Alarms>>,
+    auth: Option<Arc<Auth>>,
 }
 
 impl Applier {
@@ -111,7 +116,68 @@ impl Applier {
             removed: None,
             snapshot_dir: None,
             alarms: None,
+            auth: None,
         }
+    }
+
+    /// Applies Auth requests to `auth` (its records in the batch of their index) and
+    /// checks every client write against the permissions of the user who proposed it.
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    fn apply_auth(
+        &self,
+        auth: &Auth,
+        index: u64,
+        request: &AuthRequest,
+        proposer: &Proposer,
+    ) -> Result<Applied, MvccError> {
+        let who = match proposer {
+            Proposer::Client(who) => who.as_ref(),
+            Proposer::Member => None,
+        };
+        match auth.apply(request, who, index) {
+            Ok(applied) => {
+                let mut batch = BackendBatch::new();
+                crate::auth_state::write_records(applied.writes, &mut batch);
+                self.store.record_applied_with(index, batch)?;
+                Ok(Applied::Auth(applied.response))
+            }
+            Err(e) => {
+                self.store.record_applied(index)?;
+                Ok(Applied::Failed(client_error::auth(&e)))
+            }
+        }
+    }
+
+    /// The authoritative permission check of a client's write, in log order: what the
+    /// proposer's user may do at this point of the log (a permission revoked since the
+    /// request was checked, or credentials older than the auth state, refuse it).
+    fn permitted(&self, proposer: &Proposer, req: &Request) -> Result<(), EtcdError> {
+        let (Some(auth), Proposer::Client(who)) = (&self.auth, proposer) else {
+            return Ok(());
+        };
+        let store = auth.store();
+        if !store.is_enabled() {
+            return Ok(());
+        }
+        let keys = |id: i64| {
+            self.lessor
+                .as_ref()
+                .and_then(|lessor| lessor.time_to_live(id, true))
+                .map(|ttl| ttl.keys)
+        };
+        let who = who.as_ref();
+        match req {
+            Request::Put(r) => store.check_put(who, r, &keys),
+            Request::DeleteRange(r) => store.check_delete_range(who, r),
+            Request::Txn(r) => store.check_txn(who, r, &keys),
+            Request::LeaseRevoke(r) => store.check_lease_revoke(who, r.id, &keys),
+            _ => Ok(()),
+        }
+        .map_err(|e| client_error::auth(&e))
     }
 
     /// Applies alarm requests to `alarms` and, while NOSPACE is raised, refuses every
@@ -252,8 +318,29 @@ impl Applier {
         }))
     }
 
-    fn apply_request(&self, index: u64, req: Request) -> Result<Applied, MvccError> {
+    fn apply_request(
+        &self,
+        index: u64,
+        req: Request,
+        proposer: &Proposer,
+    ) -> Result<Applied, MvccError> {
         let store = &self.store;
+        let req = match crate::auth_state::from_entry(req) {
+            Ok(request) => {
+                return match &self.auth {
+                    Some(auth) => self.apply_auth(auth, index, &request, proposer),
+                    None => {
+                        store.record_applied(index)?;
+                        Ok(Applied::Failed(EtcdError::AuthNotEnabled))
+                    }
+                };
+            }
+            Err(req) => req,
+        };
+        if let Err(e) = self.permitted(proposer, &req) {
+            store.record_applied(index)?;
+            return Ok(Applied::Failed(e));
+        }
         if let Some(applied) = self.apply_alarm(index, &req)? {
             return Ok(applied);
         }
@@ -349,10 +436,12 @@ impl StateMachine for Applier {
         // Every member applies the same log: skipping an entry this member cannot read
         // would make it diverge from the others without anybody noticing. Stop instead,
         // as etcd does.
-        let request = match InternalRequest::decode(data) {
+        let (request, proposer) = match InternalRequest::decode(data) {
             Ok(InternalRequest {
-                request: Some(r), ..
-            }) => r,
+                request: Some(r),
+                header,
+                ..
+            }) => (r, Proposer::from_header(header.as_ref())),
             Ok(_) => {
                 return Err(ApplyError(format!(
                     "the committed entry at index {index} holds no request this version \
@@ -366,7 +455,7 @@ impl StateMachine for Applier {
                 )))
             }
         };
-        match self.apply_request(index, request) {
+        match self.apply_request(index, request, &proposer) {
             Ok(applied) => Ok(applied),
             Err(e) if client_error::is_member_fault(&e) => Err(Self::fatal(index, e)),
             Err(e) => {
@@ -447,6 +536,12 @@ impl StateMachine for Applier {
             lessor
                 .recover(self.store.as_ref())
                 .map_err(|e| err("reloading leases", &e))?;
+        }
+        if let Some(auth) = &self.auth {
+            let records = crate::auth_state::records(&backend)
+                .map_err(|e| err("reading auth records", &e))?;
+            auth.recover(records)
+                .map_err(|e| err("reloading the auth state", &e))?;
         }
         self.hooks.on_restore(self.store.current_revision());
         tracing::info!(

@@ -115,20 +115,21 @@ impl Revisions {
     }
 }
 
+/// The plan of either mode.
+enum Plan {
+    Periodic(Periodic),
+    Revisions(Revisions),
+}
+
 /// Runs `mode` on `member` until the member stops: only the leader proposes compactions.
 pub fn spawn(member: Arc<Member>, mode: AutoCompaction) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let step = match mode {
-            AutoCompaction::Periodic(window) => Periodic::sample_step(window),
-            AutoCompaction::Revision(_) => REVISION_INTERVAL,
-        };
-        let mut periodic = match mode {
-            AutoCompaction::Periodic(window) => Some(Periodic::new(window, Instant::now())),
-            AutoCompaction::Revision(_) => None,
-        };
-        let mut revisions = match mode {
-            AutoCompaction::Revision(n) => Some(Revisions::new(n)),
-            AutoCompaction::Periodic(_) => None,
+        let (step, mut plan) = match mode {
+            AutoCompaction::Periodic(window) => (
+                Periodic::sample_step(window),
+                Plan::Periodic(Periodic::new(window, Instant::now())),
+            ),
+            AutoCompaction::Revision(n) => (REVISION_INTERVAL, Plan::Revisions(Revisions::new(n))),
         };
         tracing::info!(?mode, ?step, "automatic compaction on");
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
@@ -140,10 +141,9 @@ pub fn spawn(member: Arc<Member>, mode: AutoCompaction) -> JoinHandle<()> {
                 return;
             }
             let current = member.store.current_revision();
-            let due = match (&mut periodic, &mut revisions) {
-                (Some(p), _) => p.sample(Instant::now(), current),
-                (None, Some(r)) => r.check(current),
-                (None, None) => None,
+            let due = match &mut plan {
+                Plan::Periodic(p) => p.sample(Instant::now(), current),
+                Plan::Revisions(r) => r.check(current),
             };
             let Some(rev) = due else { continue };
             if status.role != Role::Leader {

@@ -36,6 +36,7 @@ pub(crate) struct LocalState {
     pub(crate) peer_urls: PeerUrls,
     pub(crate) lessor: Arc<Lessor>,
     pub(crate) alarms: Arc<Alarms>,
+    pub(crate) auth: Arc<cairn_auth::Auth>,
 }
 
 impl LocalState {
@@ -58,6 +59,7 @@ impl LocalState {
         let lessor = Arc::new(Lessor::new(min_lease_ttl, Arc::new(SystemClock)));
         lessor.recover(store.as_ref())?;
         let alarms = Arc::new(Alarms::load(&backend)?);
+        let auth = crate::auth_state::open(cfg, &backend)?;
         Ok(LocalState {
             backend,
             store,
@@ -66,6 +68,7 @@ impl LocalState {
             peer_urls,
             lessor,
             alarms,
+            auth,
         })
     }
 }

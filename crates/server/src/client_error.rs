@@ -3,6 +3,7 @@
 //! here, in one exhaustive match: a new variant anywhere does not compile until it is
 //! given its answer. The codes and messages themselves belong to [`EtcdError`].
 
+use cairn_auth::AuthError;
 use cairn_grpc_gateway::EtcdError;
 use cairn_lease_manager::LeaseError;
 use cairn_mvcc_store::MvccError;
@@ -15,6 +16,8 @@ pub(crate) enum Failure<'a> {
     Store(&'a MvccError),
     /// The lessor refused or failed the request.
     Lease(&'a LeaseError),
+    /// Auth refused the request or its credentials.
+    Auth(&'a AuthError),
     /// The raft node did not take the proposal or read.
     Raft {
         /// What it said.
@@ -71,6 +74,32 @@ impl Failure<'_> {
             Failure::Lease(LeaseError::NotPrimary) => EtcdError::NotLeader,
             Failure::Lease(e @ LeaseError::Corrupt(_)) => EtcdError::Internal(e.to_string()),
             Failure::Lease(LeaseError::Backend(e)) => Failure::Store(e).to_client(),
+
+            Failure::Auth(e) => match e {
+                AuthError::RootUserNotExist => EtcdError::RootUserNotExist,
+                AuthError::RootRoleNotExist => EtcdError::RootRoleNotExist,
+                AuthError::UserAlreadyExist => EtcdError::UserAlreadyExist,
+                AuthError::UserEmpty => EtcdError::UserEmpty,
+                AuthError::UserNotFound => EtcdError::UserNotFound,
+                AuthError::RoleAlreadyExist => EtcdError::RoleAlreadyExist,
+                AuthError::RoleNotFound => EtcdError::RoleNotFound,
+                AuthError::RoleEmpty => EtcdError::RoleEmpty,
+                AuthError::AuthFailed => EtcdError::AuthFailed,
+                AuthError::PermissionNotGiven => EtcdError::PermissionNotGiven,
+                AuthError::PermissionDenied => EtcdError::PermissionDenied,
+                AuthError::RoleNotGranted => EtcdError::RoleNotGranted,
+                AuthError::PermissionNotGranted => EtcdError::PermissionNotGranted,
+                AuthError::AuthNotEnabled => EtcdError::AuthNotEnabled,
+                AuthError::InvalidAuthToken => EtcdError::InvalidAuthToken,
+                AuthError::InvalidAuthMgmt => EtcdError::InvalidAuthMgmt,
+                AuthError::AuthOldRevision => EtcdError::AuthOldRevision,
+                // etcd passes these through with code Unknown and their own words.
+                AuthError::NoPasswordUser
+                | AuthError::VerifyOnly
+                | AuthError::PasswordTooLong
+                | AuthError::PasswordNotHashed
+                | AuthError::Internal(_) => EtcdError::AuthUnknown(e.to_string()),
+            },
 
             Failure::Raft {
                 error: RaftError::ProposalDropped(_),
@@ -143,6 +172,11 @@ pub(crate) fn lease(e: &LeaseError) -> EtcdError {
     Failure::Lease(e).to_client()
 }
 
+/// An auth error as the client sees it.
+pub(crate) fn auth(e: &AuthError) -> EtcdError {
+    Failure::Auth(e).to_client()
+}
+
 /// A raft error as the client sees it.
 pub(crate) fn raft(error: &RaftError, leader_known: bool) -> EtcdError {
     Failure::Raft {
@@ -181,6 +215,40 @@ mod tests {
 
     fn expect(code: Code, message: &str) -> (Code, String) {
         (code, message.to_string())
+    }
+
+    #[test]
+    fn every_auth_error_keeps_its_code_and_message() {
+        for e in [
+            AuthError::RootUserNotExist,
+            AuthError::RootRoleNotExist,
+            AuthError::UserAlreadyExist,
+            AuthError::UserEmpty,
+            AuthError::UserNotFound,
+            AuthError::RoleAlreadyExist,
+            AuthError::RoleNotFound,
+            AuthError::RoleEmpty,
+            AuthError::AuthFailed,
+            AuthError::PermissionNotGiven,
+            AuthError::PermissionDenied,
+            AuthError::RoleNotGranted,
+            AuthError::PermissionNotGranted,
+            AuthError::AuthNotEnabled,
+            AuthError::InvalidAuthToken,
+            AuthError::InvalidAuthMgmt,
+            AuthError::AuthOldRevision,
+            AuthError::NoPasswordUser,
+            AuthError::VerifyOnly,
+            AuthError::PasswordTooLong,
+            AuthError::PasswordNotHashed,
+            AuthError::Internal("x".into()),
+        ] {
+            assert_eq!(
+                answer(Failure::Auth(&e)),
+                (e.code(), e.to_string()),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl ClusterApi for Member {
     ) -> Result<MemberPromoteResponse, EtcdError> {
         if self.raft.status().role != Role::Leader {
             // Only the leader knows how far the learner is: ask it.
-            let mut client = ClusterClient::new(self.leader_channel()?);
+            let mut client = ClusterClient::new(self.leader_with_token()?);
             return client
                 .member_promote(req)
                 .await

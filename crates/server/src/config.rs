@@ -240,6 +240,17 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub peer_client_cert_auth: bool,
+    /// Auth token type and options: `simple` (opaque tokens valid on the member that
+    /// issued them, expiring after --auth-token-ttl) or
+    /// `jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|ES256|EdDSA|...>,ttl=<duration>`.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Seconds a simple auth token stays valid after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+    /// bcrypt cost for hashing auth passwords (4 to 31).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
     /// Logging level: debug, info, warn, error.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -54,6 +54,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The auth configuration or the stored auth state is unusable.
+    #[error("auth: {0}")]
+    Auth(String),
     /// Something this version does not do yet.
     #[error("{0}")]
     Unsupported(String),

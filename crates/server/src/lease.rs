@@ -19,10 +19,9 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_raft_node::{IdGenerator, Role};
 use parking_lot::Mutex;
-use tonic::transport::Channel;
 
 use crate::client_error::{self, ForwardedCall};
-use crate::member::Member;
+use crate::member::{ForwardedChannel, Member};
 use crate::metrics;
 use crate::quota::Quota;
 
@@ -46,8 +45,8 @@ pub struct LeaseService {
 impl LeaseService {
     /// A Lease client to the current leader (followers forward keep-alives and
     /// time-to-live requests there, as etcd's members do).
-    fn leader(&self) -> Result<LeaseClient<Channel>, EtcdError> {
-        Ok(LeaseClient::new(self.member.leader_channel()?))
+    fn leader(&self) -> Result<LeaseClient<ForwardedChannel>, EtcdError> {
+        Ok(LeaseClient::new(self.member.leader_with_token()?))
     }
 
     async fn forward_keep_alive(

@@ -18,6 +18,9 @@
 
 pub mod alarms;
 pub mod apply;
+mod auth;
+mod auth_state;
+mod authz;
 mod auto_compact;
 mod bootstrap;
 mod client_error;
@@ -50,6 +53,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_grpc_gateway::api::{AuthApi, ClusterApi, KvApi, LeaseApi, MaintenanceApi, WatchApi};
 use cairn_grpc_gateway::serve::{self, ClientApis};
 use cairn_grpc_gateway::tls::ReloadingConfig;
 use cairn_grpc_gateway::{grpc::Limits, http};
@@ -156,6 +160,7 @@ pub async fn run(
             tick * election_ticks as u32,
         ),
         spawn_size_gauges(&local),
+        auth::spawn_token_sweeper(local.auth.clone()),
     ];
     if let Some(mode) = auto_compaction {
         background.push(auto_compact::spawn(member.clone(), mode));
@@ -244,6 +249,7 @@ fn start_raft(
         .with_lessor(local.lessor.clone())
         .with_members(local.membership.clone(), removed)
         .with_alarms(local.alarms.clone())
+        .with_auth(local.auth.clone())
         .with_snapshots(snapshot_dir(cfg));
     let mut transport = PeerTransport::new(
         id.cluster_id,
@@ -307,19 +313,28 @@ fn client_router(
         http_router
     };
     let quota = quota::Quota::new(member.clone(), cfg.quota_backend_bytes());
+    let kv: Arc<dyn KvApi> = Arc::new(quota::QuotaKv(quota.clone()));
+    let watch: Arc<dyn WatchApi> = Arc::new(MemberWatch(watch_hub));
+    let lease: Arc<dyn LeaseApi> =
+        Arc::new(lease::LeaseService::new(member.clone(), local.lessor.clone()).with_quota(quota));
+    let cluster: Arc<dyn ClusterApi> = member.clone();
+    let maintenance: Arc<dyn MaintenanceApi> = Arc::new(maintenance::Maintenance::new(
+        member.clone(),
+        local.alarms.clone(),
+        snapshot_dir(cfg),
+        cfg.quota_backend_bytes(),
+    ));
+    let auth: Arc<dyn AuthApi> =
+        Arc::new(auth::AuthService::new(member.clone(), local.auth.clone()));
+    // Every service behind the permission checks (authz.rs).
+    let guard = authz::Guard::new(local.auth.clone(), member.clone(), local.lessor.clone());
     let apis = ClientApis {
-        kv: Arc::new(quota::QuotaKv(quota.clone())),
-        watch: Arc::new(MemberWatch(watch_hub)),
-        lease: Arc::new(
-            lease::LeaseService::new(member.clone(), local.lessor.clone()).with_quota(quota),
-        ),
-        cluster: member.clone(),
-        maintenance: Arc::new(maintenance::Maintenance::new(
-            member.clone(),
-            local.alarms.clone(),
-            snapshot_dir(cfg),
-            cfg.quota_backend_bytes(),
-        )),
+        kv: guard.wrap(kv),
+        watch: guard.wrap(watch),
+        lease: guard.wrap(lease),
+        cluster: guard.wrap(cluster),
+        maintenance: guard.wrap(maintenance),
+        auth: guard.wrap(auth),
     };
     let limits = Limits::for_max_request_bytes(cfg.max_request_bytes as usize);
     let http_router = http_router.merge(cairn_grpc_gateway::json::router(&apis, limits));

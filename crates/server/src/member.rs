@@ -142,6 +142,18 @@ impl Member {
         Ok(channel)
     }
 
+    /// A channel to the leader that carries this call's auth token, for calls forwarded
+    /// there (the leader checks the credentials again).
+    pub(crate) fn leader_with_token(&self) -> Result<ForwardedChannel, EtcdError> {
+        let token = cairn_grpc_gateway::credentials::current()
+            .token
+            .and_then(|t| t.parse().ok());
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            self.leader_channel()?,
+            ForwardToken(token),
+        ))
+    }
+
     /// A response header at the store's current revision.
     pub(crate) fn header_now(&self) -> Option<ResponseHeader> {
         Some(self.header(self.store.current_revision()))
@@ -178,6 +190,7 @@ impl Member {
     pub(crate) async fn propose(&self, request: Request) -> Result<Applied, EtcdError> {
         let data = InternalRequest {
             id: 0,
+            header: crate::auth_state::current_proposer().header(),
             request: Some(request),
         }
         .encode_to_vec();
@@ -214,6 +227,26 @@ impl Member {
             Ok(Err(e)) => Err(client_error::raft(&e, self.raft.status().leader_id != 0)),
             Err(_) => Err(EtcdError::Timeout),
         }
+    }
+}
+
+/// A channel to the leader whose calls carry the forwarding call's auth token.
+pub(crate) type ForwardedChannel =
+    tonic::service::interceptor::InterceptedService<Channel, ForwardToken>;
+
+/// Puts an auth token in the `token` metadata of every call.
+#[derive(Clone)]
+pub(crate) struct ForwardToken(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for ForwardToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
     }
 }
 

@@ -16,7 +16,7 @@ use cairn_proto::v3electionpb::{
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{created_at, prefix_end, queue_key, queue_prefix, unary, Abandon, Recipes};
+use super::{created_at, prefix_end, queue_key, queue_prefix, unary, Recipes};
 use crate::error::EtcdError;
 use crate::metrics::{self, RpcType};
 
@@ -71,13 +71,7 @@ impl Recipes {
         if existing.is_some_and(|kv| kv.value != value) {
             self.proclaim_as(&leader, value).await?;
         }
-        let abandon = Abandon::new(self, key.clone());
-        let header = self.wait_deletes(&prefix, leader.rev - 1).await?;
-        let still = self.get(&key).await?;
-        abandon.keep();
-        if still.is_none() {
-            return Err(EtcdError::SessionExpired);
-        }
+        let header = self.wait_turn(&prefix, &key, leader.rev).await?;
         Ok(CampaignResponse {
             header: Some(header),
             leader: Some(leader),
@@ -247,13 +241,14 @@ impl Election for Recipes {
         let name = request.into_inner().name;
         // The task ends when the client goes away.
         let recipes = self.clone();
-        tokio::spawn(async move {
+        let credentials = crate::credentials::current();
+        tokio::spawn(crate::credentials::scope(credentials, async move {
             let gone = tx.clone();
             tokio::select! {
                 _ = gone.closed() => {}
                 _ = recipes.observe(name, tx) => {}
             }
-        });
+        }));
         let stream: LeaderStream = Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx).map(|r| r.map_err(Status::from)),
         );

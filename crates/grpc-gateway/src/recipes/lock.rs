@@ -4,7 +4,7 @@ use cairn_proto::v3lockpb::lock_server::Lock;
 use cairn_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
 
-use super::{queue_key, queue_prefix, unary, Abandon, Recipes};
+use super::{queue_key, queue_prefix, unary, Recipes};
 use crate::error::EtcdError;
 
 const SERVICE: &str = "v3lockpb.Lock";
@@ -20,16 +20,7 @@ impl Recipes {
         let key = queue_key(&prefix, req.lease);
         // Join the queue unless this lease is in it already.
         let (my_revision, _) = self.join_queue(&key, Default::default(), req.lease).await?;
-        let abandon = Abandon::new(self, key.clone());
-        let header = self.wait_deletes(&prefix, my_revision - 1).await?;
-        // The lease may have expired while waiting: then the key is gone and the lock
-        // was never held.
-        let mine = self.get(&key).await?;
-        if mine.is_none() {
-            abandon.keep();
-            return Err(EtcdError::SessionExpired);
-        }
-        abandon.keep();
+        let header = self.wait_turn(&prefix, &key, my_revision).await?;
         Ok(LockResponse {
             header: Some(header),
             key,

@@ -134,6 +134,26 @@ impl Recipes {
         Ok(events)
     }
 
+    /// Waits until `key`, created at `revision` in the queue `prefix`, is first: every
+    /// key created before it is gone. If the request goes away meanwhile, the key is
+    /// deleted; if the key's lease expired meanwhile, the turn never came
+    /// ([`EtcdError::SessionExpired`]).
+    async fn wait_turn(
+        &self,
+        prefix: &Bytes,
+        key: &Bytes,
+        revision: i64,
+    ) -> Result<ResponseHeader, EtcdError> {
+        let abandon = Abandon::new(self, key.clone());
+        let header = self.wait_deletes(prefix, revision - 1).await?;
+        let still = self.get(key).await?;
+        abandon.keep();
+        match still {
+            Some(_) => Ok(header),
+            None => Err(EtcdError::SessionExpired),
+        }
+    }
+
     /// Puts `key` (with `value` and `lease`) at the end of its queue unless this lease
     /// has it already: the key's create revision and, when it was there before, its
     /// key-value.
@@ -283,9 +303,11 @@ impl Drop for Abandon {
     fn drop(&mut self) {
         if let Some(recipes) = self.recipes.take() {
             let key = self.key.clone();
+            let credentials = crate::credentials::current();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = recipes.delete(key).await {
+                    let deleted = crate::credentials::scope(credentials, recipes.delete(key));
+                    if let Err(e) = deleted.await {
                         tracing::warn!(error = %e, "could not delete an abandoned queue key");
                     }
                 });

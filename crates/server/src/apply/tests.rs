@@ -97,6 +97,7 @@ impl Fixture {
     fn apply(&mut self, request: Request) -> Applied {
         let data = InternalRequest {
             id: 0,
+            header: None,
             request: Some(request),
         }
         .encode_to_vec();
@@ -411,6 +412,7 @@ fn an_entry_this_member_cannot_read_stops_it() {
     // A request of a kind this version does not know decodes as no request at all.
     let unknown = InternalRequest {
         id: 0,
+        header: None,
         request: None,
     }
     .encode_to_vec();
