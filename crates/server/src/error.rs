@@ -55,7 +55,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The auth configuration or the stored auth state is unusable.
-    #[error("auth: {0}")]
+    #[error("{0}")]
     Auth(String),
     /// Something this version does not do yet.
     #[error("{0}")]
