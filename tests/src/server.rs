@@ -83,6 +83,7 @@ pub struct ServerOpts {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     also_listen: Vec<String>,
+    advertise_also_only: bool,
     peer_https: bool,
 }
 
@@ -99,6 +100,7 @@ impl Default for ServerOpts {
             env: Vec::new(),
             data_dir: None,
             also_listen: Vec::new(),
+            advertise_also_only: false,
             peer_https: false,
         }
     }
@@ -114,6 +116,13 @@ impl ServerOpts {
     /// e.g. an `https://` URL (the harness keeps checking health on the plain one).
     pub fn also_listen(mut self, url: &str) -> Self {
         self.also_listen.push(url.to_string());
+        self
+    }
+
+    /// Advertise only the [`also_listen`](Self::also_listen) URLs (e.g. TLS only): other
+    /// members reach this one there; the harness still uses its plain URL.
+    pub fn advertise_also_only(mut self) -> Self {
+        self.advertise_also_only = true;
         self
     }
 
@@ -447,7 +456,11 @@ impl Server {
             "--listen-client-urls".to_string(),
             self.client_urls_flag(),
             "--advertise-client-urls".to_string(),
-            self.client_urls_flag(),
+            if self.opts.advertise_also_only {
+                self.opts.also_listen.join(",")
+            } else {
+                self.client_urls_flag()
+            },
             "--listen-peer-urls".to_string(),
             self.listen_peer_url(),
             "--initial-advertise-peer-urls".to_string(),

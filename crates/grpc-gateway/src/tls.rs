@@ -29,6 +29,8 @@ pub struct TlsFiles {
     pub trusted_ca: Option<PathBuf>,
     /// Refuse clients without a certificate the CA signed (`--client-cert-auth`).
     pub client_cert_auth: bool,
+    /// Accept only client certificates with this common name (`--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
     /// The TLS versions and cipher suites allowed.
     pub policy: TlsPolicy,
 }
@@ -319,7 +321,13 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
                     .build()
                     .map_err(|e| TlsError::Config(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            match &files.allowed_cn {
+                Some(cn) => builder.with_client_cert_verifier(Arc::new(AllowedCommonName {
+                    inner: verifier,
+                    cn: cn.clone(),
+                })),
+                None => builder.with_client_cert_verifier(verifier),
+            }
         }
         _ => builder.with_no_client_auth(),
     };
@@ -332,21 +340,136 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 
 /// A client configuration for dialing TLS servers of this cluster (the peer port): the
 /// servers' certificates are checked against `trusted_ca`, and `cert` / `key` are
-/// presented as this member's client certificate.
+/// presented as this member's client certificate. Without `trusted_ca` (etcd's
+/// `--peer-auto-tls`, self-signed certificates everywhere) any server certificate is
+/// taken: the link is encrypted, not authenticated, as in etcd.
 pub fn client_config(
-    trusted_ca: &Path,
+    trusted_ca: Option<&Path>,
     cert: &Path,
     key: &Path,
     policy: &TlsPolicy,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = Arc::new(provider(policy)?);
     let (chain, key) = identity(cert, key)?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(policy)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots(trusted_ca)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match trusted_ca {
+        Some(ca) => builder.with_root_certificates(roots(ca)?),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider))),
+    };
+    let mut config = builder
         .with_client_auth_cert(chain, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client certificate verifier that also requires the certificate's common name
+/// (`--peer-cert-allowed-cn`).
+#[derive(Debug)]
+struct AllowedCommonName {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    cn: String,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedCommonName {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match common_name(end_entity) {
+            Some(cn) if cn == self.cn => Ok(verified),
+            other => {
+                tracing::warn!(common_name = ?other, allowed = %self.cn, "rejected a peer certificate: common name not allowed");
+                Err(rustls::Error::General(format!(
+                    "CommonName authentication failed (allowed: {})",
+                    self.cn
+                )))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Takes any server certificate whose handshake signature checks out (auto TLS between
+/// peers: nobody can vouch for a self-signed certificate).
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -56,7 +56,10 @@ pub use error::{RaftError, StorageError};
 pub use handle::{NodeStatus, RaftHandle, Role};
 pub use id::IdGenerator;
 pub use node::{start, Node};
-pub use peer::{connect as dial_peer, PeerService, PeerTransport, PeerUrls, MAX_PEER_MESSAGE};
+pub use peer::{
+    connect as dial_peer, connect_lazy as dial_lazy, PeerService, PeerTransport, PeerUrls,
+    MAX_PEER_MESSAGE,
+};
 pub use proposal::{ProposalId, ProposalLedger};
 pub use raft::eraftpb;
 pub use state_machine::{

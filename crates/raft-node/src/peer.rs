@@ -222,37 +222,72 @@ pub async fn connect(
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Channel, String> {
     let ep = endpoint(url).map_err(|e| e.to_string())?;
+    match tls_connector(url, tls)? {
+        None => ep.connect().await.map_err(|e| e.to_string()),
+        Some(connector) => ep
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Like [`connect`], connecting at the first call (for channels kept for later).
+pub fn connect_lazy(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Channel, String> {
+    let ep = endpoint(url).map_err(|e| e.to_string())?;
+    Ok(match tls_connector(url, tls)? {
+        None => ep.connect_lazy(),
+        Some(connector) => ep.connect_with_connector_lazy(connector),
+    })
+}
+
+/// A TLS connector for an `https://` URL (none for plain `http://`).
+#[allow(clippy::type_complexity)]
+fn tls_connector(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<
+    Option<
+        impl tower::Service<
+                tonic::codegen::http::Uri,
+                Response = hyper_util::rt::TokioIo<
+                    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+                >,
+                Error = std::io::Error,
+                Future = impl Send,
+            > + Clone
+            + Send
+            + 'static,
+    >,
+    String,
+> {
     if !url.starts_with("https://") {
-        return ep.connect().await.map_err(|e| e.to_string());
+        return Ok(None);
     }
     let Some(config) = tls.cloned() else {
-        return Err(format!(
-            "{url}: https:// peer URL without --peer-trusted-ca-file"
-        ));
+        return Err(format!("{url}: https:// URL without a TLS configuration"));
     };
-    let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let config = config.clone();
-        async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| std::io::Error::other("peer URL without a host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = rustls::pki_types::ServerName::try_from(host)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    ep.connect_with_connector(connector)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(Some(tower::service_fn(
+        move |uri: tonic::codegen::http::Uri| {
+            let config = config.clone();
+            async move {
+                let host = uri
+                    .host()
+                    .ok_or_else(|| std::io::Error::other("URL without a host"))?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri.port_u16().unwrap_or(443);
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls::pki_types::ServerName::try_from(host)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        },
+    )))
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {

@@ -240,6 +240,22 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub peer_client_cert_auth: bool,
+    /// Peer TLS with a generated self-signed certificate (in the data dir's
+    /// `fixtures/peer`) when https:// peer URLs have no --peer-cert-file /
+    /// --peer-key-file; peers' certificates are then not verified (encryption only).
+    #[arg(
+        long,
+        env = "ETCD_PEER_AUTO_TLS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub peer_auto_tls: bool,
+    /// Accept peer client certificates only with this common name (with
+    /// --peer-client-cert-auth).
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
     /// Auth token type and options: `simple` (opaque tokens valid on the member that
     /// issued them, expiring after --auth-token-ttl) or
     /// `jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|ES256|EdDSA|...>,ttl=<duration>`.
@@ -456,6 +472,7 @@ impl Config {
                 key,
                 trusted_ca: None,
                 client_cert_auth: false,
+                allowed_cn: None,
                 policy: self.tls_policy(),
             }));
         }
@@ -469,6 +486,7 @@ impl Config {
             key,
             trusted_ca: self.trusted_ca_file.clone(),
             client_cert_auth: self.client_cert_auth,
+            allowed_cn: None,
             policy: self.tls_policy(),
         }))
     }
@@ -507,7 +525,29 @@ impl Config {
     /// given (a peer CA is then required: members check each other).
     pub fn peer_tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let (Some(cert), Some(key)) = (&self.peer_cert_file, &self.peer_key_file) else {
-            return Ok(None);
+            let https: Vec<String> = split_list(&self.listen_peer_urls)
+                .into_iter()
+                .filter(|u| u.starts_with("https://"))
+                .collect();
+            if !self.peer_auto_tls || https.is_empty() {
+                return Ok(None);
+            }
+            let hosts = https
+                .iter()
+                .filter_map(|url| url.parse::<http::Uri>().ok())
+                .filter_map(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+                .collect::<Vec<_>>();
+            let dir = self.data_dir().join("fixtures").join("peer");
+            let (cert, key) = cairn_grpc_gateway::tls::self_signed(&dir, &hosts)
+                .map_err(|e| ConfigError::Invalid(format!("--peer-auto-tls: {e}")))?;
+            return Ok(Some(TlsFiles {
+                cert,
+                key,
+                trusted_ca: None,
+                client_cert_auth: false,
+                allowed_cn: None,
+                policy: self.tls_policy(),
+            }));
         };
         let Some(ca) = &self.peer_trusted_ca_file else {
             return Err(ConfigError::Invalid(
@@ -519,6 +559,7 @@ impl Config {
             key: key.clone(),
             trusted_ca: Some(ca.clone()),
             client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: Some(self.peer_cert_allowed_cn.clone()).filter(|cn| !cn.is_empty()),
             policy: self.tls_policy(),
         }))
     }

@@ -100,14 +100,17 @@ pub async fn run(
     let (removed_tx, mut removed_rx) = watch::channel(false);
     let raft = start_raft(&cfg, &local, &watchers, removed_tx, tick, election_ticks)?;
     watchers.start(&raft)?;
-    let member = Arc::new(Member::new(
-        local.store.clone(),
-        local.backend.clone(),
-        raft.clone(),
-        request_limits(&cfg),
-        member_info(&cfg, &local),
-        local.membership.clone(),
-    ));
+    let member = Arc::new(
+        Member::new(
+            local.store.clone(),
+            local.backend.clone(),
+            raft.clone(),
+            request_limits(&cfg),
+            member_info(&cfg, &local),
+            local.membership.clone(),
+        )
+        .with_leader_tls(peer_tls::leader_client_config(&cfg)?),
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();

@@ -70,6 +70,8 @@ pub struct Member {
     pub(crate) member_id: u64,
     pub(crate) limits: RequestLimits,
     leader_channel: parking_lot::Mutex<Option<(u64, Channel)>>,
+    /// How to reach a leader that serves clients over TLS only.
+    leader_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Member {
@@ -92,7 +94,15 @@ impl Member {
             raft,
             limits,
             leader_channel: parking_lot::Mutex::new(None),
+            leader_tls: None,
         }
+    }
+
+    /// Reaches a leader whose client URLs are all `https://` with this configuration
+    /// (this member's client TLS: its CA, its certificate as the client's).
+    pub fn with_leader_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.leader_tls = tls;
+        self
     }
 
     /// The raft node.
@@ -115,8 +125,9 @@ impl Member {
         self.member_id
     }
 
-    /// A channel to the current leader's first client URL (followers forward requests
-    /// only the leader can answer there), kept while the leader stays the same.
+    /// A channel to the current leader's first plain client URL, else its first TLS one
+    /// (followers forward requests only the leader can answer there), kept while the
+    /// leader stays the same.
     pub(crate) fn leader_channel(&self) -> Result<Channel, EtcdError> {
         let leader = self.raft.status().leader_id;
         if leader == 0 {
@@ -128,16 +139,23 @@ impl Member {
                 return Ok(channel.clone());
             }
         }
-        let url = self
+        let urls = self
             .members
             .get(leader)
-            .and_then(|m| m.client_ur_ls.first().cloned())
-            .ok_or(EtcdError::NoLeader)?;
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| EtcdError::Internal(e.to_string()))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(self.limits.request_timeout)
-            .connect_lazy();
+            .map(|m| m.client_ur_ls)
+            .unwrap_or_default();
+        let channel = match urls.iter().find(|u| !u.starts_with("https://")) {
+            Some(url) => tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| EtcdError::Internal(e.to_string()))?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(self.limits.request_timeout)
+                .connect_lazy(),
+            None => {
+                let url = urls.first().ok_or(EtcdError::NoLeader)?;
+                cairn_raft_node::dial_lazy(url, self.leader_tls.as_ref())
+                    .map_err(EtcdError::Internal)?
+            }
+        };
         *cached = Some((leader, channel.clone()));
         Ok(channel)
     }
