@@ -84,11 +84,13 @@ impl Backend {
 }
 
 /// The hash of every stored key revision at or below `rev` in `snapshot`
-/// (see [`HashKv::hash`]).
+/// (see [`HashKv::hash`]), leaving out those a compaction still being removed
+/// dropped.
 pub(crate) fn key_history(
     backend: &Backend,
     snapshot: &Snapshot<'_>,
     rev: i64,
+    pending: Option<&crate::compaction::Pending>,
 ) -> Result<u32, MvccError> {
     let mut options = ReadOptions::default();
     options.set_snapshot(snapshot);
@@ -100,8 +102,14 @@ pub(crate) fn key_history(
     let mut hasher = crc32fast::Hasher::new();
     hash_field(&mut hasher, CF_KEY.as_bytes());
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        hash_field(&mut hasher, key);
-        hash_field(&mut hasher, value);
+        let dropped = match pending {
+            Some(pending) => pending.drops(Revision::from_key(key)?.0),
+            None => false,
+        };
+        if !dropped {
+            hash_field(&mut hasher, key);
+            hash_field(&mut hasher, value);
+        }
         it.next();
     }
     it.status().map_err(MvccError::backend)?;

@@ -11,12 +11,12 @@ use cairn_proto::etcdserverpb::{
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
-use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use prost::Message;
 use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::backend::{Backend, BackendBatch, CF_KEY, CF_META};
-use crate::compaction::remove_compacted;
+use crate::compaction::{remove_compacted, Compactor};
 use crate::error::MvccError;
 use crate::hash::{self, HashKv};
 use crate::key_index::TreeIndex;
@@ -101,6 +101,8 @@ pub struct KvStore {
     pub(crate) backend: Arc<Backend>,
     pub(crate) state: RwLock<State>,
     pub(crate) applied_index: AtomicU64,
+    /// Removes compacted revisions from RocksDB in the background.
+    pub(crate) compactor: Compactor,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -125,18 +127,20 @@ impl KvStore {
             unfinished_compaction,
         } = Loaded::new(tree, last_main, &meta, 0);
         let (current_rev, compact_rev) = (state.current_rev, state.compact_rev);
-        let store = KvStore {
-            backend,
-            state: RwLock::new(state),
-            applied_index: AtomicU64::new(applied_index),
-        };
         if let Some((rev, keep)) = unfinished_compaction {
             tracing::info!(
                 compact_revision = rev,
                 "finishing an interrupted compaction"
             );
-            remove_compacted(&store.backend, rev, &keep)?;
+            remove_compacted(&backend, rev, &keep)?;
         }
+        let compactor = Compactor::start(backend.clone(), compact_rev)?;
+        let store = KvStore {
+            backend,
+            state: RwLock::new(state),
+            applied_index: AtomicU64::new(applied_index),
+            compactor,
+        };
         tracing::info!(
             current_revision = current_rev,
             compact_revision = compact_rev,
@@ -271,14 +275,16 @@ impl KvStore {
         let keep = state.tree.compact(rev);
         state.compact_rev = rev;
         self.applied_index.store(index, Ordering::Release);
-        // Readers go on while the old revisions are removed; other writes wait.
-        let _state = RwLockWriteGuard::downgrade_to_upgradable(state);
-        if let Err(err) = remove_compacted(&self.backend, rev, &keep) {
-            // The compaction itself is recorded and in effect; the next open
-            // removes what is left.
-            tracing::error!(compact_revision = rev, error = %err, "removing compacted revisions failed");
-        }
+        // Nothing reads the dropped revisions any more: they leave RocksDB in the
+        // background, and this apply (on the raft thread) goes on at once.
+        self.compactor.schedule(rev, keep);
         Ok(outcome)
+    }
+
+    /// Waits up to `timeout` until the compaction at `rev` has left RocksDB (a
+    /// `physical` compaction's answer); whether it has.
+    pub fn wait_compacted(&self, rev: i64, timeout: std::time::Duration) -> bool {
+        self.compactor.wait_finished(rev, timeout)
     }
 
     /// Records raft entry `index` as applied when it changes nothing in the
@@ -436,9 +442,10 @@ impl KvStore {
     /// it off the async runtime.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv, MvccError> {
         let db = self.backend.db();
-        let (rev, compact_rev, snapshot) = {
-            // The writers' lock: a compaction removes revisions under it, so
-            // the snapshot never sees one half done.
+        let (rev, compact_rev, snapshot, pending) = {
+            // A compaction schedules its removal under the writers' lock: with it
+            // held, the removal under way (if any) and the snapshot agree on what
+            // the snapshot may still hold that the compaction dropped.
             let state = self.state.upgradable_read();
             if rev > state.current_rev {
                 return Err(MvccError::FutureRevision);
@@ -447,10 +454,11 @@ impl KvStore {
                 return Err(MvccError::Compacted);
             }
             let rev = if rev <= 0 { state.current_rev } else { rev };
-            (rev, state.compact_rev.max(0), db.snapshot())
+            let pending = self.compactor.pending();
+            (rev, state.compact_rev.max(0), db.snapshot(), pending)
         };
         Ok(HashKv {
-            hash: hash::key_history(&self.backend, &snapshot, rev)?,
+            hash: hash::key_history(&self.backend, &snapshot, rev, pending.as_ref())?,
             compact_revision: compact_rev,
             hash_revision: rev,
         })

@@ -12,8 +12,22 @@ pub const DB_TOTAL_SIZE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_bytes";
 /// Gauge: bytes of live data ([`Backend::size_in_use_bytes`]).
 pub const DB_TOTAL_SIZE_IN_USE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_use_in_bytes";
 
+/// Counter: revisions removed by compactions.
+pub const DB_COMPACTION_KEYS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_keys_total";
+/// Histogram: how long removing a compaction's revisions took, in milliseconds.
+pub const DB_COMPACTION_TOTAL_DURATION_MS: &str =
+    "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds";
+
 /// Registers each metric's type and etcd's HELP text with the installed recorder.
 pub fn describe() {
+    metrics::describe_counter!(
+        DB_COMPACTION_KEYS_TOTAL,
+        "Total number of db keys compacted."
+    );
+    metrics::describe_histogram!(
+        DB_COMPACTION_TOTAL_DURATION_MS,
+        "Bucketed histogram of db compaction total duration."
+    );
     metrics::describe_gauge!(
         DB_TOTAL_SIZE_IN_BYTES,
         "Total size of the underlying database physically allocated in bytes."

@@ -100,6 +100,8 @@ impl KvStore {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         let mut state = RwLockUpgradableReadGuard::upgrade(state);
+        // No batch of a removal of the old content may land on the new one.
+        self.compactor.reset(i64::MAX);
         db.write_opt(batch, &options).map_err(MvccError::backend)?;
         let Loaded {
             state: loaded,
@@ -125,6 +127,7 @@ impl KvStore {
                 tracing::error!(compact_revision = rev, error = %err, "removing compacted revisions after a restore failed");
             }
         }
+        self.compactor.reset(compact_rev);
         Ok(())
     }
 }

@@ -158,17 +158,20 @@ pub fn stored_revisions(store: &KvStore) -> Vec<(i64, i64, bool)> {
         .collect()
 }
 
-/// Compacts at `rev` as the next raft entry.
+/// Compacts at `rev` as the next raft entry, and waits until the removal is done.
 pub fn compact_at(store: &KvStore, rev: i64) -> Result<(), crate::MvccError> {
-    store
-        .compact(
-            next_index(store),
-            &cairn_proto::etcdserverpb::CompactionRequest {
-                revision: rev,
-                physical: true,
-            },
-        )
-        .map(|_| ())
+    store.compact(
+        next_index(store),
+        &cairn_proto::etcdserverpb::CompactionRequest {
+            revision: rev,
+            physical: true,
+        },
+    )?;
+    assert!(
+        store.wait_compacted(rev, std::time::Duration::from_secs(30)),
+        "the compaction at {rev} was not removed within 30 s"
+    );
+    Ok(())
 }
 
 /// Every key-value of the store now, in key order.

@@ -360,7 +360,24 @@ impl KvApi for Member {
     }
 
     async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, EtcdError> {
-        self.propose_for(Request::Compaction(req)).await
+        let (rev, physical) = (req.revision, req.physical);
+        let resp: CompactionResponse = self.propose_for(Request::Compaction(req)).await?;
+        if physical {
+            // The apply only scheduled the removal: answer once this member's is done.
+            // As long as the client waits (a large removal takes a while, throttled).
+            let store = self.store.clone();
+            let timeout = cairn_grpc_gateway::deadline::current()
+                .map_or(Duration::from_secs(300), |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                });
+            let done = tokio::task::spawn_blocking(move || store.wait_compacted(rev, timeout))
+                .await
+                .unwrap_or(false);
+            if !done {
+                return Err(EtcdError::Timeout);
+            }
+        }
+        Ok(resp)
     }
 }
 

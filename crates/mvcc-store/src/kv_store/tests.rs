@@ -13,14 +13,55 @@ use crate::backend::{BackendBatch, CF_LEASE};
 use crate::meta::META_FINISHED_COMPACT;
 use crate::test_util::*;
 
+/// Compacts at `rev` and waits for the background removal.
 fn compact(store: &KvStore, rev: i64) -> Result<WriteOutcome<CompactionResponse>, MvccError> {
-    store.compact(
+    let outcome = store.compact(
         next_index(store),
         &CompactionRequest {
             revision: rev,
             physical: false,
         },
-    )
+    )?;
+    if rev > 0 {
+        assert!(store.wait_compacted(rev, std::time::Duration::from_secs(30)));
+    }
+    Ok(outcome)
+}
+
+#[test]
+fn a_compaction_removes_revisions_in_the_background_and_hash_kv_ignores_the_rest() {
+    let (_dir, store) = new_store();
+    for i in 0..5000 {
+        put(&store, &format!("k{}", i % 10), "v");
+    }
+    let (_dir2, twin) = new_store();
+    for i in 0..5000 {
+        put(&twin, &format!("k{}", i % 10), "v");
+    }
+    let before = stored_revisions(&store).len();
+    assert_eq!(before, 5000);
+    // The apply returns at once; the removal (5 batches with pauses) follows.
+    store
+        .compact(
+            next_index(&store),
+            &CompactionRequest {
+                revision: 4990,
+                physical: false,
+            },
+        )
+        .unwrap();
+    // Reads and HashKV already see the compacted store, whatever is still stored.
+    assert_eq!(
+        store.range(&range_req("k0", "")).unwrap().kvs[0].mod_revision,
+        4992
+    );
+    let while_removing = store.hash_kv(0).unwrap();
+    assert!(store.wait_compacted(4990, std::time::Duration::from_secs(30)));
+    // Revisions 4991..=5001, and each key's last one at or below 4990.
+    assert_eq!(stored_revisions(&store).len(), 11 + 10);
+    assert_eq!(store.hash_kv(0).unwrap(), while_removing);
+    compact(&twin, 4990).unwrap();
+    assert_eq!(twin.hash_kv(0).unwrap(), while_removing);
 }
 
 fn put_event(kv: KeyValue, prev: Option<KeyValue>) -> Event {
