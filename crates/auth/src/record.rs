@@ -89,6 +89,18 @@ pub fn etcd_bucket(key: &[u8]) -> Option<(&'static str, &[u8])> {
     }
 }
 
+/// The record key of etcd's `key` in `bucket` (the inverse of [`etcd_bucket`]); `None`
+/// for a key this layout does not define.
+pub fn from_etcd_bucket(bucket: &str, key: &[u8]) -> Option<Vec<u8>> {
+    match (bucket, key) {
+        ("auth", b"authEnabled") => Some(ENABLED_KEY.to_vec()),
+        ("auth", b"authRevision") => Some(REVISION_KEY.to_vec()),
+        ("authUsers", name) => Some(user_key(name)),
+        ("authRoles", name) => Some(role_key(name)),
+        _ => None,
+    }
+}
+
 pub(crate) fn user_key(name: &[u8]) -> Vec<u8> {
     [USER_PREFIX, name].concat()
 }

@@ -27,6 +27,7 @@ mod client_error;
 mod cluster;
 pub mod config;
 mod error;
+pub mod etcd_snapshot;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 mod health;

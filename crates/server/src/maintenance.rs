@@ -9,7 +9,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cairn_grpc_gateway::api::{MaintenanceApi, SnapshotChunks};
 use cairn_grpc_gateway::EtcdError;
-use cairn_mvcc_store::snapshot::ArchiveReader;
 use cairn_mvcc_store::MvccError;
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{
@@ -25,7 +24,6 @@ use crate::apply::Applied;
 use crate::client_error;
 use crate::member::{Member, ETCD_CLUSTER_VERSION, ETCD_VERSION, STORAGE_VERSION};
 use crate::quota::backend_size;
-use crate::snapshot_file::stream_tail;
 
 /// Bytes of snapshot per `SnapshotResponse`.
 const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
@@ -217,52 +215,67 @@ impl MaintenanceApi for Maintenance {
 
     async fn snapshot(&self) -> Result<SnapshotChunks, EtcdError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = self.snapshot_dir.join(format!(
+        let name = format!(
             "client-snapshot-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        );
+        let checkpoint = Scratch(self.snapshot_dir.join(&name));
+        let db = Scratch(self.snapshot_dir.join(format!("{name}.db")));
         let header = self.member.header_now();
         let backend = self.member.backend.clone();
         let parent = self.snapshot_dir.clone();
-        let checkpoint = Checkpoint(dir.clone());
-        let reader = blocking(move || {
+        // A consistent copy (a RocksDB checkpoint), written out in etcd's format.
+        let (checkpoint_dir, db_path) = (checkpoint.0.clone(), db.0.clone());
+        let file = blocking(move || {
             std::fs::create_dir_all(&parent)
                 .map_err(|e| MvccError::Io(format!("creating {}: {e}", parent.display())))?;
-            backend.checkpoint(&dir)?;
-            ArchiveReader::new(&dir)
-                .map_err(|e| MvccError::Io(format!("archiving {}: {e}", dir.display())))
+            backend.checkpoint(&checkpoint_dir)?;
+            let copy = cairn_mvcc_store::Backend::open(&checkpoint_dir)?;
+            crate::etcd_snapshot::export_to(&copy, &db_path)
+                .map_err(|e| MvccError::Io(format!("writing the snapshot: {e}")))?;
+            std::fs::File::open(&db_path)
+                .map_err(|e| MvccError::Io(format!("opening {}: {e}", db_path.display())))
         })
         .await?;
+        drop(checkpoint);
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        tokio::task::spawn_blocking(move || stream_archive(reader, checkpoint, header, tx));
+        tokio::task::spawn_blocking(move || stream_snapshot(file, db, header, tx));
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))
     }
 }
 
-/// A checkpoint directory, removed once streamed or abandoned.
-struct Checkpoint(PathBuf);
+/// A scratch file or directory, removed once streamed or abandoned.
+struct Scratch(PathBuf);
 
-impl Drop for Checkpoint {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
-/// Sends the archive in chunks until its end or until the client goes away.
-fn stream_archive(
-    archive: ArchiveReader,
-    checkpoint: Checkpoint,
+/// Sends the etcd-format file in chunks, then its sha256 (as etcd ends a snapshot),
+/// until the end or until the client goes away.
+fn stream_snapshot(
+    file: std::fs::File,
+    scratch: Scratch,
     header: Option<ResponseHeader>,
     tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, EtcdError>>,
 ) {
-    let tail = stream_tail(archive.len());
-    let total = archive.len() + tail.len() as u64;
-    let mut reader = archive.chain(std::io::Cursor::new(tail));
+    use sha2::Digest as _;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let total = len + 32;
+    let mut reader = std::io::BufReader::new(file);
+    let mut hasher = sha2::Sha256::new();
     let mut sent = 0u64;
-    loop {
+    let mut done = false;
+    while !done {
         let mut blob = vec![0u8; SNAPSHOT_CHUNK_BYTES];
         let mut filled = 0;
         while filled < blob.len() {
@@ -278,11 +291,13 @@ fn stream_archive(
                 }
             }
         }
-        if filled == 0 {
-            break;
-        }
         blob.truncate(filled);
-        sent += filled as u64;
+        hasher.update(&blob);
+        if filled < SNAPSHOT_CHUNK_BYTES {
+            blob.extend_from_slice(&hasher.clone().finalize());
+            done = true;
+        }
+        sent += blob.len() as u64;
         let chunk = SnapshotResponse {
             header,
             remaining_bytes: total.saturating_sub(sent),
@@ -294,5 +309,5 @@ fn stream_archive(
             return;
         }
     }
-    tracing::info!(bytes = sent, dir = %checkpoint.0.display(), "snapshot sent");
+    tracing::info!(bytes = sent, file = %scratch.0.display(), "snapshot sent");
 }

@@ -47,6 +47,24 @@ pub fn restore_snapshot(file: &Path, data_dir: &Path) -> Result<(), ServerError>
         path: file.to_path_buf(),
         source,
     };
+    if crate::etcd_snapshot::is_bbolt(file) {
+        // A snapshot in etcd's format (etcd's own, or cairn's since it writes that).
+        let db_dir = data_dir.join("member").join("db");
+        std::fs::create_dir_all(&db_dir).map_err(|e| dir_error(&db_dir, e))?;
+        let imported = Backend::open(&db_dir)
+            .map_err(ServerError::from)
+            .and_then(|backend| {
+                crate::etcd_snapshot::import(file, &backend).map_err(|e| ServerError::Snapshot {
+                    path: file.to_path_buf(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            });
+        if let Err(e) = imported {
+            let _ = std::fs::remove_dir_all(data_dir);
+            return Err(e);
+        }
+        return Ok(());
+    }
     let mut snapshot = std::fs::File::open(file).map_err(snapshot_error)?;
     let file_len = snapshot.metadata().map_err(snapshot_error)?.len();
     let mut trailer = Vec::new();
