@@ -80,6 +80,20 @@ enum Workload {
     /// clusters (1 and/or 3 members, on free loopback ports) in alternation and prints
     /// a markdown table of the figures with cairn/etcd ratios.
     Compare(compare::CompareArgs),
+    /// Put latency while a large compaction runs, against the same puts without one:
+    /// --history puts first (the revisions to compact), then the load twice, the
+    /// second time with a Compact of everything sent as it starts.
+    Compaction {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[arg(long, default_value_t = 256)]
+        val_size: usize,
+        /// Revisions of history written before (and compacted by) the second run.
+        #[arg(long, default_value_t = 1_000_000)]
+        history: u64,
+    },
     /// Lease cycles: grant, one keep-alive on the client's stream, revoke.
     Lease {
         #[command(flatten)]
@@ -242,6 +256,16 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
         }
         Workload::Lease { load, ttl } => {
             let reports = workload::lease(&load.load(), ttl).await?;
+            (load.target, reports)
+        }
+        Workload::Compaction {
+            load,
+            keys,
+            val_size,
+            history,
+        } => {
+            let reports =
+                workload::compaction(&load.load(), keys.keys(), val_size, history).await?;
             (load.target, reports)
         }
     };

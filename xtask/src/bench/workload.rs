@@ -11,9 +11,9 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use cairn_proto::etcdserverpb::{
     compare, kv_client::KvClient, lease_client::LeaseClient, request_op, response_op,
-    watch_client::WatchClient, watch_request, Compare, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest,
+    watch_client::WatchClient, watch_request, CompactionRequest, Compare, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -790,4 +790,62 @@ pub async fn lease(load: &Load, ttl: i64) -> anyhow::Result<Vec<Report>> {
     }
     reports.insert(0, cycle);
     Ok(reports)
+}
+
+/// Put latency with and without a large compaction under way: `history` puts over
+/// `keys` first (the revisions to compact), then `load` puts twice, the second time
+/// with a Compact of the whole history sent as it starts. Two reports:
+/// `put-no-compaction` and `put-during-compaction` (with the Compact call's own time).
+pub async fn compaction(
+    load: &Load,
+    keys: KeySpace,
+    val_size: usize,
+    history: u64,
+) -> anyhow::Result<Vec<Report>> {
+    let fill = Load {
+        endpoints: load.endpoints.clone(),
+        conns: load.conns.max(8),
+        clients: load.clients.max(64),
+        stop: Stop::Total(history),
+    };
+    let built = put(&fill, keys, val_size).await?;
+    eprintln!(
+        "wrote {} revisions of history in {:.1}s",
+        built.ops,
+        built.elapsed.as_secs_f64()
+    );
+    let mut quiet = put(load, keys, val_size).await?;
+    quiet.workload = "put-no-compaction".into();
+    let channel = connect(&load.endpoints, 1).await?.remove(0);
+    let mut kv = KvClient::new(channel);
+    let revision = kv
+        .range(RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            count_only: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let compact = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = kv
+            .compact(CompactionRequest {
+                revision,
+                physical: false,
+            })
+            .await;
+        (started.elapsed(), result.map(drop))
+    });
+    let mut busy = put(load, keys, val_size).await?;
+    busy.workload = "put-during-compaction".into();
+    let (took, result) = compact.await?;
+    result?;
+    busy.extra
+        .insert("compacted_revision".into(), json!(revision));
+    busy.extra
+        .insert("compact_call_ms".into(), json!(took.as_secs_f64() * 1000.0));
+    Ok(vec![quiet, busy])
 }
