@@ -468,10 +468,14 @@ impl StateMachine for Applier {
     }
 
     fn persist(&mut self) -> Result<(), ApplyError> {
+        let started = std::time::Instant::now();
         self.store
             .backend()
             .sync()
-            .map_err(|e| ApplyError(format!("syncing the backend: {e}")))
+            .map_err(|e| ApplyError(format!("syncing the backend: {e}")))?;
+        metrics::histogram!(crate::metrics::BACKEND_COMMIT_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn snapshot(&mut self, ledger: &ProposalLedger) -> Result<SnapshotData, ApplyError> {

@@ -89,6 +89,7 @@ pub async fn run(
             .map_or("no effect in cairn", |(_, effect)| *effect);
         tracing::warn!(gate, value, effect, "feature gate accepted");
     }
+    ::metrics::gauge!(crate::metrics::QUOTA_BACKEND_BYTES).set(cfg.quota_backend_bytes() as f64);
     let client_addrs = cfg.client_listen_addrs()?;
     let client_tls = match cfg.client_tls()? {
         Some(files) => Some(Arc::new(ReloadingConfig::new(files)?)),

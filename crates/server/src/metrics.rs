@@ -13,6 +13,11 @@ const SERVER_VERSION: &str = "etcd_server_version";
 pub(crate) const AUTO_COMPACTIONS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_total";
 /// cairn's own version: 1 with the cairn release as its label.
 const CAIRN_BUILD_INFO: &str = "cairn_build_info";
+/// Gauge: the backend quota (`--quota-backend-bytes`, or its default).
+pub const QUOTA_BACKEND_BYTES: &str = "etcd_server_quota_backend_bytes";
+/// Histogram: how long committing applied state to the backend takes (a sync of the
+/// backend, etcd's bbolt commit).
+pub const BACKEND_COMMIT_DURATION_SECONDS: &str = "etcd_disk_backend_commit_duration_seconds";
 
 /// Records the etcd version cairn reports and cairn's own.
 pub fn record_versions(etcd: &'static str, cairn: &'static str) {
@@ -30,6 +35,14 @@ pub fn describe() {
     metrics::describe_gauge!(
         CAIRN_BUILD_INFO,
         "Which cairn release is running. 1 for 'version' label with current version."
+    );
+    metrics::describe_gauge!(
+        QUOTA_BACKEND_BYTES,
+        "Current backend storage quota size in bytes."
+    );
+    metrics::describe_histogram!(
+        BACKEND_COMMIT_DURATION_SECONDS,
+        "The latency distributions of commit called by backend."
     );
     cairn_grpc_gateway::metrics::describe();
     cairn_mvcc_store::metrics::describe();
@@ -54,6 +67,10 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WAL_FSYNC_DURATION_SECONDS.into()),
+            &disk_buckets(),
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(BACKEND_COMMIT_DURATION_SECONDS.into()),
             &disk_buckets(),
         )?
         .set_buckets_for_metric(Matcher::Full(TTL_TOTAL.into()), &lease_ttl_buckets())
