@@ -84,6 +84,7 @@ pub struct ServerOpts {
     data_dir: Option<PathBuf>,
     also_listen: Vec<String>,
     advertise_also_only: bool,
+    discovery: Option<String>,
     peer_https: bool,
 }
 
@@ -101,6 +102,7 @@ impl Default for ServerOpts {
             data_dir: None,
             also_listen: Vec::new(),
             advertise_also_only: false,
+            discovery: None,
             peer_https: false,
         }
     }
@@ -123,6 +125,13 @@ impl ServerOpts {
     /// members reach this one there; the harness still uses its plain URL.
     pub fn advertise_also_only(mut self) -> Self {
         self.advertise_also_only = true;
+        self
+    }
+
+    /// Bootstrap through the discovery service at `url` (`--discovery`, instead of
+    /// `--initial-cluster`).
+    pub fn discovery(mut self, url: &str) -> Self {
+        self.discovery = Some(url.to_string());
         self
     }
 
@@ -465,12 +474,17 @@ impl Server {
             self.listen_peer_url(),
             "--initial-advertise-peer-urls".to_string(),
             peer.clone(),
-            "--initial-cluster".to_string(),
-            self.opts
-                .initial_cluster
-                .clone()
-                .unwrap_or_else(|| format!("{}={peer}", self.opts.name)),
         ];
+        match &self.opts.discovery {
+            Some(url) => args.extend(["--discovery".to_string(), url.clone()]),
+            None => args.extend([
+                "--initial-cluster".to_string(),
+                self.opts
+                    .initial_cluster
+                    .clone()
+                    .unwrap_or_else(|| format!("{}={peer}", self.opts.name)),
+            ]),
+        }
         if let Some(state) = &self.opts.initial_cluster_state {
             args.push("--initial-cluster-state".to_string());
             args.push(state.clone());

@@ -256,6 +256,25 @@ pub struct Config {
     /// --peer-client-cert-auth).
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
     pub peer_cert_allowed_cn: String,
+    /// Discovery URL used to bootstrap the cluster (`http://<host>/<token>`, as
+    /// discovery.etcd.io and `cairn-discovery` hand out).
+    #[arg(long, env = "ETCD_DISCOVERY", default_value = "")]
+    pub discovery: String,
+    /// What to do when discovery finds the cluster full: `exit` or `proxy` (cairn has no
+    /// proxy mode: both stop the member with etcd's `discovery: cluster is full`).
+    #[arg(
+        long,
+        env = "ETCD_DISCOVERY_FALLBACK",
+        default_value = "proxy",
+        value_parser = ["exit", "proxy"]
+    )]
+    pub discovery_fallback: String,
+    /// HTTP proxy for the discovery service: not supported (refused when set).
+    #[arg(long, env = "ETCD_DISCOVERY_PROXY", default_value = "")]
+    pub discovery_proxy: String,
+    /// DNS SRV domain for bootstrapping: not supported (refused when set).
+    #[arg(long, env = "ETCD_DISCOVERY_SRV", default_value = "")]
+    pub discovery_srv: String,
     /// Auth token type and options: `simple` (opaque tokens valid on the member that
     /// issued them, expiring after --auth-token-ttl) or
     /// `jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|ES256|EdDSA|...>,ttl=<duration>`.

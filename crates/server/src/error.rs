@@ -57,6 +57,9 @@ pub enum ServerError {
     /// The auth configuration or the stored auth state is unusable.
     #[error("{0}")]
     Auth(String),
+    /// Bootstrapping through the discovery service failed.
+    #[error("{0}")]
+    Discovery(String),
     /// Something this version does not do yet.
     #[error("{0}")]
     Unsupported(String),

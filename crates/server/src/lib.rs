@@ -26,6 +26,7 @@ mod bootstrap;
 mod client_error;
 mod cluster;
 pub mod config;
+mod discovery;
 mod error;
 pub mod etcd_snapshot;
 #[cfg(feature = "failpoints")]
@@ -80,6 +81,13 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     crate::metrics::describe();
     crate::metrics::record_versions(ETCD_VERSION, env!("CARGO_PKG_VERSION"));
+    let mut cfg = cfg;
+    if !cfg.discovery_proxy.is_empty() || !cfg.discovery_srv.is_empty() {
+        return Err(ServerError::Unsupported(
+            "--discovery-proxy and --discovery-srv are not supported; use --discovery or --initial-cluster".into(),
+        ));
+    }
+    discovery::resolve(&mut cfg).await?;
     let (tick, election_ticks) = cfg.raft_timing()?;
     let auto_compaction = cfg.auto_compaction()?;
     for (gate, value) in cfg.feature_gates()? {
