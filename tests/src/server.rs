@@ -85,6 +85,7 @@ pub struct ServerOpts {
     also_listen: Vec<String>,
     advertise_also_only: bool,
     discovery: Option<String>,
+    discovery_v3: Option<(String, String)>,
     peer_https: bool,
 }
 
@@ -103,6 +104,7 @@ impl Default for ServerOpts {
             also_listen: Vec::new(),
             advertise_also_only: false,
             discovery: None,
+            discovery_v3: None,
             peer_https: false,
         }
     }
@@ -132,6 +134,13 @@ impl ServerOpts {
     /// `--initial-cluster`).
     pub fn discovery(mut self, url: &str) -> Self {
         self.discovery = Some(url.to_string());
+        self
+    }
+
+    /// Bootstrap through etcd 3.6's v3 discovery (`--discovery-endpoints`,
+    /// `--discovery-token`, instead of `--initial-cluster`).
+    pub fn discovery_v3(mut self, endpoints: &str, token: &str) -> Self {
+        self.discovery_v3 = Some((endpoints.to_string(), token.to_string()));
         self
     }
 
@@ -475,9 +484,15 @@ impl Server {
             "--initial-advertise-peer-urls".to_string(),
             peer.clone(),
         ];
-        match &self.opts.discovery {
-            Some(url) => args.extend(["--discovery".to_string(), url.clone()]),
-            None => args.extend([
+        match (&self.opts.discovery, &self.opts.discovery_v3) {
+            (Some(url), _) => args.extend(["--discovery".to_string(), url.clone()]),
+            (None, Some((endpoints, token))) => args.extend([
+                "--discovery-endpoints".to_string(),
+                endpoints.clone(),
+                "--discovery-token".to_string(),
+                token.clone(),
+            ]),
+            (None, None) => args.extend([
                 "--initial-cluster".to_string(),
                 self.opts
                     .initial_cluster

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_tests::{free_port, http_get, http_request, Server, ServerOpts};
+use cairn_tests::{free_port, http_get, http_request, server_kind, Server, ServerKind, ServerOpts};
 
 /// `cairn-discovery` on a free port over the key space of `store`, stopped by pid.
 struct Discovery {
@@ -163,4 +163,47 @@ fn the_service_refuses_bad_input_and_changes_nothing() {
     let again = put(&format!("/{token}/abc?prevExist=false"), "value=x");
     assert_eq!(again.status, 412);
     assert!(again.body.contains(r#""errorCode":105"#), "{}", again.body);
+}
+
+/// etcd 3.6's v3 discovery: the registrations are keys of a running cluster.
+#[test]
+fn v3_discovery_through_a_running_cluster() {
+    if server_kind() == ServerKind::Etcd {
+        return; // etcd 3.4 has no v3 discovery
+    }
+    let store = Server::start(ServerOpts::new().name("store"));
+    let token = "fleet-a";
+    assert_eq!(
+        store
+            .etcdctl(&["put", &format!("/_etcd/registry/{token}/_config/size"), "3"])
+            .ok(),
+        "OK\n"
+    );
+    let endpoints = store.client_addr();
+    let mut members: Vec<Server> = (0..3)
+        .map(|i| {
+            Server::launch(
+                ServerOpts::new()
+                    .name(&format!("v{i}"))
+                    .discovery_v3(&endpoints, token),
+            )
+        })
+        .collect();
+    for m in &mut members {
+        m.wait_ready();
+    }
+    assert_eq!(
+        members[2].etcdctl(&["member", "list"]).ok().lines().count(),
+        3
+    );
+    let registered = store.etcdctl(&[
+        "get",
+        &format!("/_etcd/registry/{token}/members/"),
+        "--prefix",
+        "--keys-only",
+    ]);
+    assert_eq!(registered.ok().lines().filter(|l| !l.is_empty()).count(), 3);
+    let mut fourth = Server::launch(ServerOpts::new().name("v3").discovery_v3(&endpoints, token));
+    assert!(!fourth.wait_exit(Duration::from_secs(60)).success());
+    assert!(fourth.log_tail(200).contains("discovery: cluster is full"));
 }

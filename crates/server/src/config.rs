@@ -269,6 +269,19 @@ pub struct Config {
         value_parser = ["exit", "proxy"]
     )]
     pub discovery_fallback: String,
+    /// v3 discovery (etcd 3.6+): the endpoints of the cairn or etcd cluster that keeps
+    /// the registrations (comma-separated), used with --discovery-token.
+    #[arg(long, env = "ETCD_DISCOVERY_ENDPOINTS", default_value = "")]
+    pub discovery_endpoints: String,
+    /// v3 discovery: the token (the keys are under `/_etcd/registry/<token>/`).
+    #[arg(long, env = "ETCD_DISCOVERY_TOKEN", default_value = "")]
+    pub discovery_token: String,
+    /// v3 discovery: the dial timeout (a Go duration).
+    #[arg(long, env = "ETCD_DISCOVERY_DIAL_TIMEOUT", default_value = "2s")]
+    pub discovery_dial_timeout: String,
+    /// v3 discovery: the timeout of each request (a Go duration).
+    #[arg(long, env = "ETCD_DISCOVERY_REQUEST_TIMEOUT", default_value = "5s")]
+    pub discovery_request_timeout: String,
     /// HTTP proxy for the discovery service: not supported (refused when set).
     #[arg(long, env = "ETCD_DISCOVERY_PROXY", default_value = "")]
     pub discovery_proxy: String,
@@ -802,7 +815,7 @@ impl Config {
 }
 
 /// Parses a Go duration (`1h2m3.5s`, `500ms`, `10us`; a bare `0` is zero).
-fn parse_go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }

@@ -108,9 +108,17 @@ async fn registrations(http: &Http, token_url: &str) -> Result<(Vec<Node>, i64),
     Ok((nodes, index))
 }
 
-/// Resolves `--discovery` into `--initial-cluster` (and the cluster token) for a new
-/// member; nothing for a member that has a data dir or no `--discovery`.
+/// Resolves `--discovery` (or the v3 `--discovery-endpoints` and `--discovery-token`)
+/// into `--initial-cluster` and the cluster token for a new member; nothing for a member
+/// that has a data dir or no discovery flag.
 pub(crate) async fn resolve(cfg: &mut Config) -> Result<(), ServerError> {
+    if !cfg.discovery_endpoints.trim().is_empty() {
+        if cfg.wal_dir().exists() {
+            tracing::info!("the data dir holds a member: --discovery-endpoints ignored");
+            return Ok(());
+        }
+        return v3::resolve(cfg).await;
+    }
     let url = cfg.discovery.trim().trim_end_matches('/').to_string();
     if url.is_empty() {
         return Ok(());
@@ -204,5 +212,198 @@ pub(crate) async fn resolve(cfg: &mut Config) -> Result<(), ServerError> {
         // The next change under the token (the service holds the request open).
         let wait = format!("{url}?wait=true&recursive=true&waitIndex={}", index + 1);
         call(&http, "GET", &wait, None).await?;
+    }
+}
+
+/// The v3 discovery of etcd 3.6+: the registrations are keys of any etcd-compatible
+/// cluster, `/_etcd/registry/<token>/_config/size` and
+/// `/_etcd/registry/<token>/members/<member id>` = `<name>=<peer URLs>`.
+mod v3 {
+    use std::time::Duration;
+
+    use cairn_proto::etcdserverpb::{
+        kv_client::KvClient, watch_client::WatchClient, watch_request, PutRequest, RangeRequest,
+        WatchCreateRequest, WatchRequest,
+    };
+    use futures::StreamExt as _;
+    use tonic::transport::{Channel, Endpoint};
+
+    use crate::config::Config;
+    use crate::error::ServerError;
+
+    fn failed(why: impl Into<String>) -> ServerError {
+        ServerError::Discovery(why.into())
+    }
+
+    /// The first endpoint that answers.
+    async fn connect(cfg: &Config) -> Result<Channel, ServerError> {
+        let duration = |flag: &str, text: &str| {
+            crate::config::parse_go_duration(text)
+                .ok_or_else(|| failed(format!("{flag}: {text:?} is not a duration")))
+        };
+        let dial = duration("--discovery-dial-timeout", &cfg.discovery_dial_timeout)?;
+        let request = duration(
+            "--discovery-request-timeout",
+            &cfg.discovery_request_timeout,
+        )?;
+        let mut last = String::new();
+        for endpoint in cfg.discovery_endpoints.split(',').map(str::trim) {
+            let url = if endpoint.contains("://") {
+                endpoint.to_string()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let ep = Endpoint::from_shared(url.clone())
+                .map_err(|e| failed(format!("--discovery-endpoints {endpoint}: {e}")))?
+                .connect_timeout(dial)
+                .timeout(request);
+            match ep.connect().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) => last = format!("{url}: {e}"),
+            }
+        }
+        Err(failed(format!(
+            "discovery: no discovery endpoint answers ({last})"
+        )))
+    }
+
+    fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < 0xff {
+                end.push(last + 1);
+                return end;
+            }
+        }
+        vec![0]
+    }
+
+    pub(super) async fn resolve(cfg: &mut Config) -> Result<(), ServerError> {
+        let token = cfg.discovery_token.trim().to_string();
+        if token.is_empty() {
+            return Err(failed("--discovery-endpoints needs --discovery-token"));
+        }
+        let channel = connect(cfg).await?;
+        let mut kv = KvClient::new(channel.clone());
+        let rpc = |e: tonic::Status| failed(format!("discovery: {}", e.message()));
+        let root = format!("/_etcd/registry/{token}");
+        let size_key = format!("{root}/_config/size");
+        let size = kv
+            .range(RangeRequest {
+                key: size_key.clone().into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        let size: usize = match size.kvs.first() {
+            None => return Err(failed("discovery: size key not found")),
+            Some(kv) => std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| failed("discovery: size key is bad"))?,
+        };
+        let peer_urls = cfg.advertise_peer_urls();
+        let id = crate::ids::member_id(&peer_urls, &token);
+        let members = format!("{root}/members/");
+        let self_key = format!("{members}{id:x}");
+        let value = peer_urls
+            .iter()
+            .map(|u| format!("{}={u}", cfg.name))
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = |mut kv: KvClient<Channel>| {
+            let members = members.clone();
+            async move {
+                let resp = kv
+                    .range(RangeRequest {
+                        key: members.clone().into(),
+                        range_end: prefix_end(members.as_bytes()).into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| failed(format!("discovery: {}", e.message())))?
+                    .into_inner();
+                let mut found: Vec<(i64, String, String)> = resp
+                    .kvs
+                    .iter()
+                    .map(|kv| {
+                        (
+                            kv.create_revision,
+                            String::from_utf8_lossy(&kv.key).into_owned(),
+                            String::from_utf8_lossy(&kv.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                found.sort();
+                let revision = resp.header.map_or(0, |h| h.revision);
+                Ok::<_, ServerError>((found, revision))
+            }
+        };
+        let full = |found: &[(i64, String, String)]| {
+            let position = found.iter().position(|(_, k, _)| *k == self_key);
+            found.len() >= size && position.is_none_or(|p| p >= size)
+        };
+        let (found, _) = list(kv.clone()).await?;
+        if full(&found) {
+            return Err(failed("discovery: cluster is full"));
+        }
+        kv.put(PutRequest {
+            key: self_key.clone().into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc)?;
+        tracing::info!(%token, id = %format!("{id:x}"), size, "registered with the v3 discovery service");
+        loop {
+            let (found, revision) = list(kv.clone()).await?;
+            if full(&found) {
+                return Err(failed("discovery: cluster is full"));
+            }
+            if found.len() >= size {
+                let initial = found[..size]
+                    .iter()
+                    .map(|(_, _, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                tracing::info!(initial_cluster = %initial, "discovery complete");
+                cfg.initial_cluster = Some(initial);
+                cfg.initial_cluster_token = token;
+                cfg.initial_cluster_state = "new".into();
+                return Ok(());
+            }
+            tracing::info!(
+                registered = found.len(),
+                size,
+                "waiting for the other members"
+            );
+            // The next registration: a watch from the revision after the listing.
+            let create = WatchRequest {
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: members.clone().into(),
+                        range_end: prefix_end(members.as_bytes()).into(),
+                        start_revision: revision + 1,
+                        ..Default::default()
+                    },
+                )),
+            };
+            let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+            let mut events = WatchClient::new(channel.clone())
+                .watch(requests)
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), events.message()).await {
+                    Ok(Ok(Some(resp))) if !resp.events.is_empty() => break,
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(e)) => return Err(rpc(e)),
+                }
+            }
+        }
     }
 }
