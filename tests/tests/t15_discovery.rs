@@ -18,6 +18,10 @@ struct Discovery {
 
 impl Discovery {
     fn start(store: &Server) -> Discovery {
+        Discovery::start_with(&["--endpoints", &store.client_addr()])
+    }
+
+    fn start_with(args: &[&str]) -> Discovery {
         let addr = format!("127.0.0.1:{}", free_port());
         let exe = std::env::current_exe().unwrap();
         let binary: PathBuf = exe
@@ -26,7 +30,8 @@ impl Discovery {
             .unwrap()
             .join("cairn-discovery");
         let child = Command::new(binary)
-            .args(["--listen", &addr, "--endpoints", &store.client_addr()])
+            .args(["--listen", &addr])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -55,6 +60,15 @@ impl Discovery {
 
 impl Drop for Discovery {
     fn drop(&mut self) {
+        // SIGTERM: the service stops its embedded cairn (if any) on the way out.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -206,4 +220,20 @@ fn v3_discovery_through_a_running_cluster() {
     let mut fourth = Server::launch(ServerOpts::new().name("v3").discovery_v3(&endpoints, token));
     assert!(!fourth.wait_exit(Duration::from_secs(60)).success());
     assert!(fourth.log_tail(200).contains("discovery: cluster is full"));
+}
+
+/// Without `--endpoints`, the service keeps its tokens in a cairn of its own.
+#[test]
+fn the_service_runs_its_own_cairn_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let discovery = Discovery::start_with(&["--data-dir", data.to_str().unwrap()]);
+    let url = discovery.new_token(2);
+    let token = url.rsplit('/').next().unwrap().to_string();
+    let size = http_get(&discovery.addr, &format!("/{token}/_config/size")).unwrap();
+    assert!(size.body.contains(r#""value":"2""#), "{}", size.body);
+    assert!(
+        data.join("member").exists(),
+        "the embedded cairn's data dir"
+    );
 }
