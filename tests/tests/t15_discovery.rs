@@ -220,6 +220,13 @@ fn v3_discovery_through_a_running_cluster() {
     let mut fourth = Server::launch(ServerOpts::new().name("v3").discovery_v3(&endpoints, token));
     assert!(!fourth.wait_exit(Duration::from_secs(60)).success());
     assert!(fourth.log_tail(200).contains("discovery: cluster is full"));
+    // A restarted member comes back from its data dir, without discovery.
+    members[0].restart();
+    assert_eq!(members[0].etcdctl(&["put", "after", "1"]).ok(), "OK\n");
+    assert_eq!(
+        members[0].etcdctl(&["member", "list"]).ok().lines().count(),
+        3
+    );
 }
 
 /// Without `--endpoints`, the service keeps its tokens in a cairn of its own.
