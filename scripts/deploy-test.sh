@@ -9,6 +9,8 @@
 #   - a member's network disconnected: the other two serve, it rejoins on reconnect;
 #   - Prometheus has every member's target up, and every alert expression evaluates;
 #     promtool checks the configuration and the rules.
+#   - the discovery profile (deploy/docker-compose.discovery.yml): three members
+#     bootstrap through cairn-discovery.
 # Skips (exit 0, with the reason) when no Docker engine answers. Everything it starts
 # is removed at the end (its compose project only).
 set -euo pipefail
@@ -20,12 +22,15 @@ fi
 start=$(date +%s)
 project=cairn-deploy-test-$$
 compose=(docker-compose -p "$project" -f deploy/docker-compose.yml)
+discovery=(docker-compose -p "$project-discovery" -f deploy/docker-compose.discovery.yml)
 cleanup() {
     "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+    "${discovery[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export M1_PORT=$(free_port) M2_PORT=$(free_port) M3_PORT=$(free_port) PROMETHEUS_PORT=$(free_port)
+export D1_PORT=$(free_port) D2_PORT=$(free_port) D3_PORT=$(free_port)
 export CAIRN_IMAGE=cairn:local
 ctl() { ETCDCTL_API=3 etcdctl --dial-timeout=2s --command-timeout=5s "$@"; }
 all="127.0.0.1:$M1_PORT,127.0.0.1:$M2_PORT,127.0.0.1:$M3_PORT"
@@ -41,15 +46,18 @@ wait_for() { # wait_for <seconds> <what> <command...>
 echo "== base images"
 bash scripts/make-base-images.sh
 echo "== cairn's release binary and image"
-# CAIRN_RELEASE_BIN: a release binary already built (else it is built here).
-binary=${CAIRN_RELEASE_BIN:-}
-if [[ -z $binary ]]; then
-    cargo build --release --locked --bin cairn
+# CAIRN_RELEASE_DIR: where release binaries of cairn and cairn-discovery were built
+# already (else they are built here).
+release=${CAIRN_RELEASE_DIR:-}
+if [[ -z $release ]]; then
+    cargo build --release --locked --bin cairn --bin cairn-discovery
     target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    binary=$target/release/cairn
+    release=$target/release
 fi
+binary=$release/cairn
 mkdir -p deploy/bin
 objcopy --strip-all "$binary" deploy/bin/cairn
+objcopy --strip-all "$release/cairn-discovery" deploy/bin/cairn-discovery
 echo "cairn binary: $(( $(stat -c %s "$binary") / 1000 / 1000 )) MB, stripped $(( $(stat -c %s deploy/bin/cairn) / 1000 / 1000 )) MB"
 docker build -q -f deploy/Dockerfile --build-arg BINARY=prebuilt \
     --build-arg BUILDER_IMAGE=cairn-base/debian:bookworm -t cairn:local . >/dev/null
@@ -148,4 +156,12 @@ for e in exprs:
 print(f"{len(exprs) - len(bad)} of {len(exprs)} alert expressions evaluate")
 sys.exit(1 if bad else 0)
 PY
+echo "== the discovery profile"
+"${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
+"${discovery[@]}" up -d
+dall="127.0.0.1:$D1_PORT,127.0.0.1:$D2_PORT,127.0.0.1:$D3_PORT"
+wait_for 120 "three members bootstrapped through discovery" ctl --endpoints="$dall" endpoint health
+[[ $(ctl --endpoints="$dall" member list | wc -l) == 3 ]] || fail "member list (discovery)"
+[[ $(ctl --endpoints=127.0.0.1:$D1_PORT put via-discovery 1) == OK ]] || fail "put (discovery)"
+[[ $(ctl --endpoints=127.0.0.1:$D3_PORT get via-discovery --print-value-only) == 1 ]] || fail "get (discovery)"
 echo "deploy test passed in $(( $(date +%s) - start )) s"

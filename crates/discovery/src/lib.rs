@@ -33,6 +33,17 @@ use etcd_client::{
 };
 use serde_json::{json, Value};
 
+/// Why a token could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backing store failed.
+    #[error("discovery backend: {0}")]
+    Store(#[from] etcd_client::Error),
+    /// A token name or size that cannot be.
+    #[error("{0}")]
+    BadToken(String),
+}
+
 /// Where the tokens live in the backing store.
 pub const PREFIX: &str = "/_discovery/";
 /// The largest cluster a token may be made for.
@@ -62,6 +73,33 @@ impl Service {
                 ttl,
             }),
         }
+    }
+
+    /// Makes sure a token named `token` exists (of `size` members, on a lease as
+    /// `/new` makes them; an existing one is kept as it is); its URL.
+    pub async fn ensure_token(&self, token: &str, size: u64) -> Result<String, Error> {
+        if token.is_empty() || token.contains('/') || !(1..=MAX_SIZE).contains(&size) {
+            return Err(Error::BadToken(format!(
+                "token {token:?} of size {size}: a name without '/', a size from 1 to {MAX_SIZE}"
+            )));
+        }
+        let mut kv = self.inner.kv.clone();
+        if token_lease(&mut kv, token).await?.is_none() {
+            let lease = kv
+                .lease_grant(self.inner.ttl.as_secs() as i64, None)
+                .await?
+                .id();
+            let key = format!("{PREFIX}{token}/_config/size");
+            let create = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key,
+                    size.to_string(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            kv.txn(create).await?;
+        }
+        Ok(format!("{}/{token}", self.inner.base))
     }
 
     /// The HTTP routes.

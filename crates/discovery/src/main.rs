@@ -32,6 +32,13 @@ struct Args {
     /// How long a token lives, in seconds (a week by default).
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     token_ttl: u64,
+    /// A token of this name to have from the start (kept if it exists), so that
+    /// members can be given its URL before the service runs (e.g. in docker-compose).
+    #[arg(long)]
+    init_token: Option<String>,
+    /// The size of --init-token's cluster.
+    #[arg(long, default_value_t = 3)]
+    init_size: u64,
 }
 
 /// Starts the embedded cairn on a free loopback port; its endpoint. The child stops with
@@ -115,6 +122,13 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
     let service = cairn_discovery::Service::new(kv, base, Duration::from_secs(args.token_ttl));
+    if let Some(token) = &args.init_token {
+        let url = service
+            .ensure_token(token, args.init_size)
+            .await
+            .with_context(|| format!("creating the token {token}"))?;
+        tracing::info!(%url, size = args.init_size, "token ready");
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
