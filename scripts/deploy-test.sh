@@ -7,8 +7,9 @@
 #     (HashKV equal on all three);
 #   - a member killed during writes: no acknowledged write lost;
 #   - a member's network disconnected: the other two serve, it rejoins on reconnect;
-#   - Prometheus has every member's target up, and every alert expression evaluates;
-#     promtool checks the configuration and the rules.
+#   - Prometheus has every member's target up, every alert expression evaluates and
+#     every query of the Grafana dashboard returns data; promtool checks the
+#     configuration and the rules.
 #   - the discovery profile (deploy/docker-compose.discovery.yml): three members
 #     bootstrap through cairn-discovery.
 # Skips (exit 0, with the reason) when no Docker engine answers. Everything it starts
@@ -154,6 +155,22 @@ for e in exprs:
     if r.get("status") != "success":
         bad.append(e)
 print(f"{len(exprs) - len(bad)} of {len(exprs)} alert expressions evaluate")
+sys.exit(1 if bad else 0)
+PY
+python3 - "$prom" deploy/grafana/dashboards/cairn.json <<'PY'
+import json, sys, urllib.parse, urllib.request
+prom, dashboard = sys.argv[1], sys.argv[2]
+exprs = [t["expr"] for p in json.load(open(dashboard))["panels"] for t in p["targets"]]
+empty, bad = [], []
+for e in exprs:
+    r = json.load(urllib.request.urlopen(prom + "/api/v1/query?query=" + urllib.parse.quote(e)))
+    if r.get("status") != "success":
+        bad.append(e)
+    elif not r["data"]["result"]:
+        empty.append(e)
+print(f"{len(exprs)} dashboard queries: {len(bad)} fail, {len(empty)} without data")
+for e in bad + empty:
+    print("  ", e)
 sys.exit(1 if bad else 0)
 PY
 echo "== the discovery profile"

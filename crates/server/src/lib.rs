@@ -431,9 +431,13 @@ fn serve_on(
     }
 }
 
-/// Keeps the backend size gauges current.
+/// Keeps the backend size gauges and the process gauges (`process_resident_memory_bytes`,
+/// CPU seconds, open file descriptors, as Prometheus's Go client exports them for etcd)
+/// current, every second.
 fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
     let backend = local.backend.clone();
+    let process = metrics_process::Collector::default();
+    process.describe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -441,6 +445,7 @@ fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
             if let Err(e) = cairn_mvcc_store::metrics::record_backend_size(&backend) {
                 tracing::warn!(error = %e, "reading the backend size");
             }
+            process.collect();
         }
     })
 }

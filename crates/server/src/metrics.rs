@@ -44,6 +44,34 @@ pub fn describe() {
         BACKEND_COMMIT_DURATION_SECONDS,
         "The latency distributions of commit called by backend."
     );
+    // As etcd registers every family at start: rate() and absent() work from the first
+    // scrape, before anything happened.
+    for counter in [
+        "etcd_server_proposals_committed_total",
+        "etcd_server_proposals_applied_total",
+        "etcd_server_proposals_failed_total",
+        "etcd_server_leader_changes_seen_total",
+        "etcd_debugging_lease_granted_total",
+        "etcd_debugging_lease_renewed_total",
+        "etcd_debugging_lease_revoked_total",
+        "etcd_debugging_mvcc_events_total",
+        "etcd_debugging_mvcc_slow_watcher_total",
+        "etcd_debugging_mvcc_db_compaction_keys_total",
+        "cairn_server_proposals_expired_total",
+        "cairn_server_proposals_rejected_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    for gauge in [
+        "etcd_server_has_leader",
+        "etcd_server_is_leader",
+        "etcd_server_proposals_pending",
+        "etcd_debugging_mvcc_watcher_total",
+        "etcd_debugging_mvcc_watch_stream_total",
+        "etcd_debugging_mvcc_pending_events_total",
+    ] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
     cairn_grpc_gateway::metrics::describe();
     cairn_mvcc_store::metrics::describe();
     cairn_lease_manager::metrics::describe();
