@@ -30,6 +30,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A local cluster without Docker: `up [N]`, `status`, `down [--clean]`
+    /// (scripts/cluster.sh).
+    Cluster {
+        /// Passed to scripts/cluster.sh.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Load generator for any etcd v3 endpoint, and `bench compare` (cairn vs etcd).
     Bench(bench::Cli),
     /// Fault-injection runs (blackholes, one-way cuts, kills, pauses) against a 3-member
@@ -60,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test { args } => script("test.sh", &args),
         Command::Serve { args } => script("run.sh", &args),
+        Command::Cluster { args } => script("cluster.sh", &args),
         Command::Bench(cli) => bench::main(cli),
         Command::Fault { args } => fault::main(&args),
     }
