@@ -147,7 +147,15 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
         }
-        // Described but never recorded: no lonely HELP line.
-        assert!(!text.contains(&format!("{REVOKED_TOTAL} ")), "{text}");
+        // Registered at zero from the start, as etcd's families are.
+        assert!(
+            text.lines().any(|l| l == format!("{REVOKED_TOTAL} 0")),
+            "{text}"
+        );
+        // No HELP line without its TYPE and samples.
+        for help in text.lines().filter_map(|l| l.strip_prefix("# HELP ")) {
+            let name = help.split(' ').next().unwrap();
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+        }
     }
 }
