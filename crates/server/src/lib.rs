@@ -174,6 +174,11 @@ pub async fn run(
         ),
         spawn_size_gauges(&local),
         auth::spawn_token_sweeper(local.auth.clone()),
+        quota::spawn_nospace_clearer(
+            member.clone(),
+            local.alarms.clone(),
+            cfg.quota_backend_bytes(),
+        ),
     ];
     if let Some(mode) = auto_compaction {
         background.push(auto_compact::spawn(member.clone(), mode));

@@ -136,3 +136,49 @@ impl KvApi for QuotaKv {
         self.0.member.compact(req).await
     }
 }
+
+/// Clears this member's NOSPACE alarm by itself once compaction and defragmentation
+/// brought its backend back under 90 % of the quota (beyond etcd, where an operator must
+/// `alarm disarm`), checking every second; says so in the log and in
+/// `cairn_server_nospace_alarm_cleared_total`.
+pub(crate) fn spawn_nospace_clearer(
+    member: Arc<Member>,
+    alarms: Arc<crate::alarms::Alarms>,
+    bytes: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let mine = alarms
+                .list(AlarmType::Nospace as i32)
+                .iter()
+                .any(|a| a.member_id == member.member_id);
+            if !mine {
+                continue;
+            }
+            let Ok(size) = backend_size(&member.backend) else {
+                continue;
+            };
+            if size >= bytes / 10 * 9 {
+                continue;
+            }
+            let clear = AlarmRequest {
+                action: AlarmAction::Deactivate as i32,
+                member_id: member.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            match member.propose(Request::Alarm(clear)).await {
+                Ok(_) => {
+                    metrics::counter!("cairn_server_nospace_alarm_cleared_total").increment(1);
+                    tracing::info!(
+                        size,
+                        quota = bytes,
+                        "the backend is back under its quota: NOSPACE alarm cleared"
+                    );
+                }
+                Err(e) => tracing::debug!(error = %e, "clearing the NOSPACE alarm; will retry"),
+            }
+        }
+    })
+}
