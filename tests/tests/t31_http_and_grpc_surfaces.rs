@@ -19,10 +19,22 @@ async fn metrics_use_etcds_names() {
         "etcd_server_version{{server_version=\"{}\"}} 1",
         cairn_tests::expected_version()
     );
+    let id = format!(
+        "etcd_server_id{{server_id=\"{:x}\"}} 1",
+        client.status().await.unwrap().header().unwrap().member_id()
+    );
+    let cluster_version = format!(
+        "etcd_cluster_version{{cluster_version=\"{}\"}} 1",
+        cairn_tests::expected_version().rsplit_once('.').unwrap().0
+    );
     for line in [
         "etcd_server_has_leader 1",
         "etcd_server_is_leader 1",
+        "etcd_debugging_mvcc_current_revision 2",
+        "etcd_debugging_mvcc_compact_revision -1",
         &version,
+        &id,
+        &cluster_version,
     ] {
         assert!(
             metrics.body.lines().any(|l| l == line),

@@ -141,6 +141,7 @@ impl KvStore {
             applied_index: AtomicU64::new(applied_index),
             compactor,
         };
+        crate::metrics::record_revisions(current_rev, compact_rev);
         tracing::info!(
             current_revision = current_rev,
             compact_revision = compact_rev,
@@ -274,6 +275,7 @@ impl KvStore {
         let mut state = RwLockUpgradableReadGuard::upgrade(state);
         let keep = state.tree.compact(rev);
         state.compact_rev = rev;
+        crate::metrics::record_revisions(state.current_rev, rev);
         self.applied_index.store(index, Ordering::Release);
         // Nothing reads the dropped revisions any more: they leave RocksDB in the
         // background, and this apply (on the raft thread) goes on at once.
@@ -512,6 +514,7 @@ impl KvStore {
         }
         state.current_rev = revision;
         self.applied_index.store(index, Ordering::Release);
+        crate::metrics::record_revisions(revision, state.compact_rev);
         drop(state);
 
         let events = changes.into_iter().map(Change::into_event).collect();

@@ -12,6 +12,17 @@ pub const DB_TOTAL_SIZE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_bytes";
 /// Gauge: bytes of live data ([`Backend::size_in_use_bytes`]).
 pub const DB_TOTAL_SIZE_IN_USE_IN_BYTES: &str = "etcd_mvcc_db_total_size_in_use_in_bytes";
 
+/// Gauge: the store's current revision.
+pub const CURRENT_REVISION: &str = "etcd_debugging_mvcc_current_revision";
+/// Gauge: the revision of the last compaction (-1 before the first, as etcd).
+pub const COMPACT_REVISION: &str = "etcd_debugging_mvcc_compact_revision";
+
+/// Sets [`CURRENT_REVISION`] and [`COMPACT_REVISION`].
+pub(crate) fn record_revisions(current: i64, compact: i64) {
+    metrics::gauge!(CURRENT_REVISION).set(current as f64);
+    metrics::gauge!(COMPACT_REVISION).set(compact as f64);
+}
+
 /// Counter: revisions removed by compactions.
 pub const DB_COMPACTION_KEYS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_keys_total";
 /// Histogram: how long removing a compaction's revisions took, in milliseconds.
@@ -20,6 +31,11 @@ pub const DB_COMPACTION_TOTAL_DURATION_MS: &str =
 
 /// Registers each metric's type and etcd's HELP text with the installed recorder.
 pub fn describe() {
+    metrics::describe_gauge!(CURRENT_REVISION, "The current revision of store.");
+    metrics::describe_gauge!(
+        COMPACT_REVISION,
+        "The revision of the last compaction in store."
+    );
     metrics::describe_counter!(
         DB_COMPACTION_KEYS_TOTAL,
         "Total number of db keys compacted."

@@ -112,6 +112,7 @@ impl KvStore {
         self.applied_index.store(applied_index, Ordering::Release);
         let (current_rev, compact_rev) = (state.current_rev, state.compact_rev);
         let _writer = RwLockWriteGuard::downgrade_to_upgradable(state);
+        crate::metrics::record_revisions(current_rev, compact_rev);
         tracing::info!(
             dir = %dir.display(),
             copied,

@@ -105,6 +105,7 @@ pub async fn run(
     };
     let min_lease_ttl = cairn_lease_manager::min_ttl(election_ticks as u64, tick);
     let local = LocalState::open(&cfg, min_lease_ttl).await?;
+    crate::metrics::record_member_id(local.identity.member_id);
     let peer_listeners = bind(cfg.peer_listen_addrs()?).await?;
     let watchers = Watchers::new(&cfg, &local)?;
     let (removed_tx, mut removed_rx) = watch::channel(false);

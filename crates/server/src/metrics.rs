@@ -13,16 +13,28 @@ const SERVER_VERSION: &str = "etcd_server_version";
 pub(crate) const AUTO_COMPACTIONS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_total";
 /// cairn's own version: 1 with the cairn release as its label.
 const CAIRN_BUILD_INFO: &str = "cairn_build_info";
+/// Gauge: 1, labelled with the cluster version.
+pub const CLUSTER_VERSION: &str = "etcd_cluster_version";
+/// Gauge: 1, labelled with this member's id in hex.
+pub const SERVER_ID: &str = "etcd_server_id";
 /// Gauge: the backend quota (`--quota-backend-bytes`, or its default).
 pub const QUOTA_BACKEND_BYTES: &str = "etcd_server_quota_backend_bytes";
 /// Histogram: how long committing applied state to the backend takes (a sync of the
 /// backend, etcd's bbolt commit).
 pub const BACKEND_COMMIT_DURATION_SECONDS: &str = "etcd_disk_backend_commit_duration_seconds";
 
-/// Records the etcd version cairn reports and cairn's own.
+/// Records the etcd version cairn reports and cairn's own, and the cluster version
+/// (major.minor, as etcd's `etcd_cluster_version`).
 pub fn record_versions(etcd: &'static str, cairn: &'static str) {
     metrics::gauge!(SERVER_VERSION, "server_version" => etcd).set(1.0);
     metrics::gauge!(CAIRN_BUILD_INFO, "version" => cairn).set(1.0);
+    let cluster: String = etcd.split('.').take(2).collect::<Vec<_>>().join(".");
+    metrics::gauge!(CLUSTER_VERSION, "cluster_version" => cluster).set(1.0);
+}
+
+/// Records this member's id (etcd's `etcd_server_id{server_id="<hex>"} 1`).
+pub fn record_member_id(id: u64) {
+    metrics::gauge!(SERVER_ID, "server_id" => format!("{id:x}")).set(1.0);
 }
 
 /// Describes the metrics of every crate the server records through.
@@ -35,6 +47,14 @@ pub fn describe() {
     metrics::describe_gauge!(
         CAIRN_BUILD_INFO,
         "Which cairn release is running. 1 for 'version' label with current version."
+    );
+    metrics::describe_gauge!(
+        CLUSTER_VERSION,
+        "Which version is running. 1 for 'cluster_version' label with current cluster version"
+    );
+    metrics::describe_gauge!(
+        SERVER_ID,
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID."
     );
     metrics::describe_gauge!(
         QUOTA_BACKEND_BYTES,
