@@ -11,20 +11,38 @@ use std::time::Duration;
 /// parallel threads, and the OS may return a just-released port again.
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-/// A loopback TCP port that was free a moment ago and that no other test of
-/// this process has been given.
+/// Where [`free_port`] looks: below Linux's default ephemeral range (32768–60999), so
+/// no outgoing connection of any process (a member dialing a peer, a client) can take a
+/// port between the moment it is handed out and the moment its server binds it. A port
+/// the kernel chooses for `bind(0)` lies inside that range and can be stolen that way:
+/// a CI run failed on exactly that (`bind proxy port 35355: Address already in use`).
+const PORT_RANGE: std::ops::Range<u16> = 20000..32768;
+
+/// A loopback TCP port that was free a moment ago, outside the ephemeral range, and that
+/// no other test of this process has been given.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.get_or_insert_with(HashSet::new).insert(port) {
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    // A per-process starting point (the pid and the clock), then a walk with a stride
+    // coprime to the span: parallel test processes start far apart.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = guard.get_or_insert_with(HashSet::new);
+    for i in 0..span {
+        let offset = (seed.wrapping_add(i.wrapping_mul(7919))) % span;
+        let port = PORT_RANGE.start + offset as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
             return port;
         }
     }
-    panic!("no fresh free port after 100 attempts");
+    panic!("no free loopback port in {PORT_RANGE:?}");
 }
 
 /// The answer to [`http_get`].

@@ -247,6 +247,7 @@ enum Verdict {
 impl Proxy {
     /// Starts a proxy on a free loopback port forwarding to `target`.
     pub fn start(target: SocketAddr) -> Proxy {
+        // Bound here and kept: no window in which another socket could take the port.
         let port = free_port();
         let listener = TcpListener::bind(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("bind proxy port {port}: {e}"));
