@@ -6,26 +6,31 @@
 //! | etcd bucket | key, value | cairn |
 //! |---|---|---|
 //! | `key` | revision (8-byte main, `_`, 8-byte sub, `t` for a deletion), `mvccpb.KeyValue` | the `key` column family, the same bytes |
-//! | `meta` | `consistent_index` (u64), `scheduledCompactRev` / `finishedCompactRev` (a revision key) | `meta`: the applied index, the compactions as 8-byte numbers, the current revision |
+//! | `meta` | `consistent_index` (u64), `scheduledCompactRev` / `finishedCompactRev` (a revision key); since etcd 3.5 `term` (u64) and `confState` (the raft `ConfState` as JSON: `{"voters":[…],"auto_leave":false}`); since 3.6 `storageVersion` (`3.6.0`) | `meta`: the applied index, the compactions as 8-byte numbers, the current revision; the term and the voters come from the member (the raft term, the member list) |
 //! | `lease` | lease id (8 bytes), `leasepb.Lease` {ID, TTL} | `lease`: id, `LeaseGrantRequest` {TTL, ID} |
 //! | `auth`, `authUsers`, `authRoles` | `authEnabled`, `authRevision`; users; roles | the `auth` records ([`cairn_auth::record`]) |
-//! | `members`, `members_removed` | written empty: a restore names its own members | — |
+//! | `members` | the member id in hex, the member as JSON (`{"id":…,"peerURLs":[…],"name":…,"clientURLs":[…]}`, `isLearner` when true) | the `members` records |
+//! | `members_removed` | written empty | — |
 //!
-//! Members, alarms and the cluster version are left out, as etcd's restore drops or
-//! rewrites them. etcd 3.5+'s `term`, `confState` and 3.6's `storageVersion` meta keys
-//! are read past (a restored member starts a new raft log).
+//! etcd 3.6 decides a backend's schema from `storageVersion`, or from `confState` and
+//! `term` when that is missing (a 3.5 backend): all three are written, the storage
+//! version as 3.6 (which etcd 3.7 migrates from), so etcd 3.6/3.7's tools take the file
+//! as they take their own; etcd 3.4's ignore them. Alarms and the cluster version are
+//! left out, as etcd's restore drops or rewrites them; its restore also rewrites the
+//! members. Reading, the 3.5/3.6 meta keys and the members are passed over: a restored
+//! member starts a new raft log and names its own cluster.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 
 use cairn_bbolt::{BboltError, DbReader, DbWriter};
-use cairn_mvcc_store::backend::{CF_AUTH, CF_KEY, CF_LEASE, CF_META};
+use cairn_mvcc_store::backend::{CF_AUTH, CF_KEY, CF_LEASE, CF_MEMBERS, CF_META};
 use cairn_mvcc_store::meta::{
     META_APPLIED_INDEX, META_CURRENT_REVISION, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT,
 };
 use cairn_mvcc_store::{Backend, BackendBatch, MvccError};
-use cairn_proto::etcdserverpb::LeaseGrantRequest;
+use cairn_proto::etcdserverpb::{LeaseGrantRequest, Member};
 use prost::Message as _;
 
 /// etcd's `leasepb.Lease`.
@@ -46,6 +51,35 @@ type Pair = (Vec<u8>, Vec<u8>);
 const CONSISTENT_INDEX: &[u8] = b"consistent_index";
 const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+const TERM: &[u8] = b"term";
+const CONF_STATE: &[u8] = b"confState";
+const STORAGE_VERSION: &[u8] = b"storageVersion";
+/// The storage schema the file follows (etcd 3.6's; 3.7 migrates from it).
+const STORAGE_VERSION_WRITTEN: &str = "3.6.0";
+
+/// A member as etcd keeps it in its `members` bucket.
+#[derive(serde::Serialize)]
+struct EtcdMember<'a> {
+    id: u64,
+    #[serde(rename = "peerURLs")]
+    peer_urls: &'a [String],
+    #[serde(rename = "isLearner", skip_serializing_if = "std::ops::Not::not")]
+    is_learner: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(rename = "clientURLs", skip_serializing_if = "<[String]>::is_empty")]
+    client_urls: &'a [String],
+}
+
+/// A raft `ConfState` as etcd keeps it in `meta`.
+#[derive(serde::Serialize)]
+struct EtcdConfState {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    voters: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    learners: Vec<u64>,
+    auto_leave: bool,
+}
 
 /// Records written per batch while importing.
 const IMPORT_BATCH: usize = 10_000;
@@ -81,8 +115,13 @@ fn revision_key(main: i64) -> Vec<u8> {
     key
 }
 
-/// Writes `backend`'s content as an etcd backend file to `out`.
-pub fn export<W: Write + Seek>(backend: &Backend, out: W) -> Result<W, EtcdSnapshotError> {
+/// Writes `backend`'s content as an etcd backend file to `out`; `term` is the raft term
+/// it was taken at.
+pub fn export<W: Write + Seek>(
+    backend: &Backend,
+    term: u64,
+    out: W,
+) -> Result<W, EtcdSnapshotError> {
     let mut db = DbWriter::new(out)?;
     // Each bucket's keys in order: RocksDB's order is bbolt's (bytewise).
     let mut auth: std::collections::BTreeMap<&'static str, Vec<Pair>> = Default::default();
@@ -122,7 +161,35 @@ pub fn export<W: Write + Seek>(backend: &Backend, out: W) -> Result<W, EtcdSnaps
         leases.put(&key, &lease.encode_to_vec())?;
     }
     leases.finish()?;
-    db.bucket(b"members").finish()?;
+    let mut members = Vec::new();
+    for item in backend.scan_prefix(CF_MEMBERS, crate::members::MEMBER_PREFIX)? {
+        let (_, value) = item?;
+        members.push(
+            Member::decode(&*value)
+                .map_err(|e| EtcdSnapshotError::Record(format!("a member record: {e}")))?,
+        );
+    }
+    // bbolt's order: the hex ids as bytes.
+    let mut records: Vec<Pair> = members
+        .iter()
+        .map(|m| {
+            let json = serde_json::to_vec(&EtcdMember {
+                id: m.id,
+                peer_urls: &m.peer_ur_ls,
+                is_learner: m.is_learner,
+                name: &m.name,
+                client_urls: &m.client_ur_ls,
+            })
+            .map_err(|e| EtcdSnapshotError::Record(format!("a member as JSON: {e}")))?;
+            Ok((format!("{:x}", m.id).into_bytes(), json))
+        })
+        .collect::<Result<_, EtcdSnapshotError>>()?;
+    records.sort();
+    let mut writer = db.bucket(b"members");
+    for (k, v) in records {
+        writer.put(&k, &v)?;
+    }
+    writer.finish()?;
     db.bucket(b"members_removed").finish()?;
     let number = |key: &[u8]| -> Result<Option<i64>, EtcdSnapshotError> {
         Ok(backend
@@ -140,6 +207,30 @@ pub fn export<W: Write + Seek>(backend: &Backend, out: W) -> Result<W, EtcdSnaps
     if let Some(rev) = number(META_SCHEDULED_COMPACT)? {
         meta.push((SCHEDULED_COMPACT.to_vec(), revision_key(rev)));
     }
+    if term > 0 {
+        meta.push((TERM.to_vec(), term.to_be_bytes().to_vec()));
+    }
+    let mut conf_state = EtcdConfState {
+        voters: Vec::new(),
+        learners: Vec::new(),
+        auto_leave: false,
+    };
+    for m in &members {
+        if m.is_learner {
+            conf_state.learners.push(m.id);
+        } else {
+            conf_state.voters.push(m.id);
+        }
+    }
+    meta.push((
+        CONF_STATE.to_vec(),
+        serde_json::to_vec(&conf_state)
+            .map_err(|e| EtcdSnapshotError::Record(format!("the conf state as JSON: {e}")))?,
+    ));
+    meta.push((
+        STORAGE_VERSION.to_vec(),
+        STORAGE_VERSION_WRITTEN.as_bytes().to_vec(),
+    ));
     meta.sort();
     let mut writer = db.bucket(b"meta");
     for (k, v) in meta {
@@ -149,10 +240,10 @@ pub fn export<W: Write + Seek>(backend: &Backend, out: W) -> Result<W, EtcdSnaps
     Ok(db.finish()?)
 }
 
-/// Writes `backend` as an etcd backend file at `path` (buffered).
-pub fn export_to(backend: &Backend, path: &Path) -> Result<(), EtcdSnapshotError> {
+/// Writes `backend` as an etcd backend file at `path` (buffered); `term` as in [`export`].
+pub fn export_to(backend: &Backend, term: u64, path: &Path) -> Result<(), EtcdSnapshotError> {
     let file = File::create(path).map_err(|e| EtcdSnapshotError::File(e.into()))?;
-    let mut out = export(backend, BufWriter::new(file))?;
+    let mut out = export(backend, term, BufWriter::new(file))?;
     out.flush().map_err(|e| EtcdSnapshotError::File(e.into()))?;
     let file = out
         .into_inner()
@@ -273,4 +364,87 @@ pub fn import(file: &Path, backend: &Backend) -> Result<(), EtcdSnapshotError> {
     flush(&mut batch, true)?;
     backend.sync()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(reader: &DbReader, name: &[u8]) -> Vec<Pair> {
+        let mut pairs = Vec::new();
+        reader
+            .for_each(name, |k, v| {
+                pairs.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        pairs
+    }
+
+    #[test]
+    fn writes_the_meta_keys_and_members_of_etcd_3_6() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(dir.path()).unwrap();
+        let mut batch = BackendBatch::new();
+        for (id, name, learner) in [(0x2a_u64, "m1", false), (0x1b, "", true)] {
+            let member = Member {
+                id,
+                name: name.into(),
+                peer_ur_ls: vec![format!("http://{id}:2380")],
+                client_ur_ls: if name.is_empty() {
+                    vec![]
+                } else {
+                    vec!["http://m1:2379".into()]
+                },
+                is_learner: learner,
+            };
+            batch.put_cf(
+                CF_MEMBERS,
+                [crate::members::MEMBER_PREFIX, &id.to_be_bytes()].concat(),
+                member.encode_to_vec(),
+            );
+        }
+        batch.put_cf(CF_META, META_APPLIED_INDEX, 7u64.to_be_bytes());
+        backend.write(batch).unwrap();
+
+        let out = export(&backend, 3, std::io::Cursor::new(Vec::new())).unwrap();
+        let file = dir.path().join("snap.db");
+        std::fs::write(&file, out.into_inner()).unwrap();
+        let reader = DbReader::open(File::open(&file).unwrap()).unwrap();
+        let meta: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            bucket(&reader, b"meta").into_iter().collect();
+        assert_eq!(meta[CONSISTENT_INDEX], 7u64.to_be_bytes());
+        assert_eq!(meta[TERM], 3u64.to_be_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&meta[CONF_STATE]),
+            r#"{"voters":[42],"learners":[27],"auto_leave":false}"#
+        );
+        assert_eq!(meta[STORAGE_VERSION], b"3.6.0");
+        let members: Vec<(String, String)> = bucket(&reader, b"members")
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(
+            members,
+            vec![
+                (
+                    "1b".to_string(),
+                    r#"{"id":27,"peerURLs":["http://27:2380"],"isLearner":true}"#.to_string()
+                ),
+                (
+                    "2a".to_string(),
+                    r#"{"id":42,"peerURLs":["http://42:2380"],"name":"m1","clientURLs":["http://m1:2379"]}"#
+                        .to_string()
+                ),
+            ]
+        );
+        // Read back into a new backend: the 3.6 keys are passed over.
+        let dir2 = tempfile::tempdir().unwrap();
+        let restored = Backend::open(dir2.path()).unwrap();
+        import(&file, &restored).unwrap();
+        assert_eq!(
+            restored.get(CF_META, META_APPLIED_INDEX).unwrap(),
+            Some(0u64.to_be_bytes().to_vec())
+        );
+    }
 }

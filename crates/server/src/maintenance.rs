@@ -227,12 +227,13 @@ impl MaintenanceApi for Maintenance {
         let parent = self.snapshot_dir.clone();
         // A consistent copy (a RocksDB checkpoint), written out in etcd's format.
         let (checkpoint_dir, db_path) = (checkpoint.0.clone(), db.0.clone());
+        let term = header.as_ref().map_or(0, |h| h.raft_term);
         let file = blocking(move || {
             std::fs::create_dir_all(&parent)
                 .map_err(|e| MvccError::Io(format!("creating {}: {e}", parent.display())))?;
             backend.checkpoint(&checkpoint_dir)?;
             let copy = cairn_mvcc_store::Backend::open(&checkpoint_dir)?;
-            crate::etcd_snapshot::export_to(&copy, &db_path)
+            crate::etcd_snapshot::export_to(&copy, term, &db_path)
                 .map_err(|e| MvccError::Io(format!("writing the snapshot: {e}")))?;
             std::fs::File::open(&db_path)
                 .map_err(|e| MvccError::Io(format!("opening {}: {e}", db_path.display())))
