@@ -3,7 +3,9 @@
 //! `Unimplemented` (never a panic or a hang).
 
 use cairn_tests::tonic;
-use cairn_tests::{http_get, Server, ServerOpts};
+use cairn_tests::{http_get, Cluster, Server, ServerOpts};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -54,6 +56,111 @@ async fn metrics_use_etcds_names() {
             "missing {name} in:\n{}",
             metrics.body
         );
+    }
+}
+
+/// A sample line of the exposition format: the name, the labels (in any order: etcd
+/// sorts them, cairn keeps their order) and the value.
+fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let (series, value) = line.rsplit_once(' ')?;
+    let value = value.parse().ok()?;
+    let Some((name, labels)) = series.split_once('{') else {
+        return Some((series, BTreeMap::new(), value));
+    };
+    let labels = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('"')))
+        .collect();
+    Some((name, labels, value))
+}
+
+fn find(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    body.lines()
+        .filter_map(sample)
+        .find(|(n, l, _)| *n == name && *l == wanted)
+        .map(|(_, _, v)| v)
+}
+
+#[tokio::test]
+async fn grpc_counters_of_every_method_exist_from_the_start() {
+    // As etcd's go-grpc-prometheus: every method's started counter, and its handled
+    // counter for every code, are there at zero before any call.
+    let server = Server::start(ServerOpts::new());
+    let body = http_get(&server.client_addr(), "/metrics")
+        .expect("GET /metrics")
+        .body;
+    let keep_alive = [
+        ("grpc_type", "bidi_stream"),
+        ("grpc_service", "etcdserverpb.Lease"),
+        ("grpc_method", "LeaseKeepAlive"),
+    ];
+    assert_eq!(
+        find(&body, "grpc_server_started_total", &keep_alive),
+        Some(0.0),
+        "{body}"
+    );
+    let role_add_denied = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "etcdserverpb.Auth"),
+        ("grpc_method", "RoleAdd"),
+        ("grpc_code", "PermissionDenied"),
+    ];
+    assert_eq!(
+        find(&body, "grpc_server_handled_total", &role_add_denied),
+        Some(0.0),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn peer_traffic_is_counted_by_peer() {
+    let cluster = Cluster::start(3);
+    let mut client = cluster.members[0].client().await;
+    client.put("peer-traffic", "1", None).await.unwrap();
+    let mut views = Vec::new();
+    for i in 0..3 {
+        views.push(cluster.view(i).await.expect("member status"));
+    }
+    let leader = views[0].leader;
+    // Raft traffic runs between the leader and each follower: every member has sent
+    // to and received from the members it talks to (heartbeats at least).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, member) in cluster.members.iter().enumerate() {
+        let partners: Vec<String> = views
+            .iter()
+            .filter(|v| v.id != views[i].id && (views[i].id == leader || v.id == leader))
+            .map(|v| format!("{:x}", v.id))
+            .collect();
+        assert_eq!(partners.len(), if views[i].id == leader { 2 } else { 1 });
+        loop {
+            let body = http_get(&member.client_addr(), "/metrics")
+                .expect("GET /metrics")
+                .body;
+            let counted = partners.iter().all(|peer| {
+                find(&body, "etcd_network_peer_sent_bytes_total", &[("To", peer)])
+                    .is_some_and(|v| v > 0.0)
+                    && find(
+                        &body,
+                        "etcd_network_peer_received_bytes_total",
+                        &[("From", peer)],
+                    )
+                    .is_some_and(|v| v > 0.0)
+            });
+            if counted {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i}: no bytes counted to and from {partners:?} in:\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -52,21 +52,7 @@ impl Limits {
     }
 }
 
-/// The full names of etcd's services, as gRPC paths and metric labels spell them.
-pub mod service_name {
-    /// `etcdserverpb.KV`.
-    pub const KV: &str = "etcdserverpb.KV";
-    /// `etcdserverpb.Watch`.
-    pub const WATCH: &str = "etcdserverpb.Watch";
-    /// `etcdserverpb.Lease`.
-    pub const LEASE: &str = "etcdserverpb.Lease";
-    /// `etcdserverpb.Cluster`.
-    pub const CLUSTER: &str = "etcdserverpb.Cluster";
-    /// `etcdserverpb.Maintenance`.
-    pub const MAINTENANCE: &str = "etcdserverpb.Maintenance";
-    /// `etcdserverpb.Auth`.
-    pub const AUTH: &str = "etcdserverpb.Auth";
-}
+pub use crate::service_name;
 use service_name::{AUTH, CLUSTER, KV, LEASE, MAINTENANCE};
 
 /// What a trait method returns (an `async_trait` future borrowing the server).

@@ -41,6 +41,7 @@ pub mod json;
 pub mod metrics;
 pub mod recipes;
 pub mod serve;
+pub mod service_name;
 pub mod tls;
 pub mod watch;
 

@@ -9,8 +9,101 @@ pub const GRPC_SERVER_STARTED_TOTAL: &str = "grpc_server_started_total";
 /// RPCs completed, by type, service, method and status code.
 pub const GRPC_SERVER_HANDLED_TOTAL: &str = "grpc_server_handled_total";
 
-/// Describes every metric of this crate to the installed recorder.
+/// Every RPC the gateway counts: its type, service and method.
+pub const METHODS: &[(RpcType, &str, &str)] = {
+    use crate::service_name::{AUTH, CLUSTER, KV, LEASE, MAINTENANCE, WATCH};
+    use RpcType::{BidiStream as Bidi, ServerStream as Stream, Unary as U};
+    &[
+        (U, KV, "Range"),
+        (Stream, KV, "RangeStream"),
+        (U, KV, "Put"),
+        (U, KV, "DeleteRange"),
+        (U, KV, "Txn"),
+        (U, KV, "Compact"),
+        (Bidi, WATCH, "Watch"),
+        (U, LEASE, "LeaseGrant"),
+        (U, LEASE, "LeaseRevoke"),
+        (Bidi, LEASE, "LeaseKeepAlive"),
+        (U, LEASE, "LeaseTimeToLive"),
+        (U, LEASE, "LeaseLeases"),
+        (U, CLUSTER, "MemberAdd"),
+        (U, CLUSTER, "MemberRemove"),
+        (U, CLUSTER, "MemberUpdate"),
+        (U, CLUSTER, "MemberList"),
+        (U, CLUSTER, "MemberPromote"),
+        (U, MAINTENANCE, "Alarm"),
+        (U, MAINTENANCE, "Status"),
+        (U, MAINTENANCE, "Defragment"),
+        (U, MAINTENANCE, "Hash"),
+        (U, MAINTENANCE, "HashKV"),
+        (Stream, MAINTENANCE, "Snapshot"),
+        (U, MAINTENANCE, "MoveLeader"),
+        (U, MAINTENANCE, "Downgrade"),
+        (U, AUTH, "AuthEnable"),
+        (U, AUTH, "AuthDisable"),
+        (U, AUTH, "AuthStatus"),
+        (U, AUTH, "Authenticate"),
+        (U, AUTH, "UserAdd"),
+        (U, AUTH, "UserGet"),
+        (U, AUTH, "UserList"),
+        (U, AUTH, "UserDelete"),
+        (U, AUTH, "UserChangePassword"),
+        (U, AUTH, "UserGrantRole"),
+        (U, AUTH, "UserRevokeRole"),
+        (U, AUTH, "RoleAdd"),
+        (U, AUTH, "RoleGet"),
+        (U, AUTH, "RoleList"),
+        (U, AUTH, "RoleDelete"),
+        (U, AUTH, "RoleGrantPermission"),
+        (U, AUTH, "RoleRevokePermission"),
+    ]
+};
+
+/// Every status code, in grpc-go's order.
+const CODES: [Code; 17] = [
+    Code::Ok,
+    Code::Cancelled,
+    Code::Unknown,
+    Code::InvalidArgument,
+    Code::DeadlineExceeded,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::FailedPrecondition,
+    Code::Aborted,
+    Code::OutOfRange,
+    Code::Unimplemented,
+    Code::Internal,
+    Code::Unavailable,
+    Code::DataLoss,
+    Code::Unauthenticated,
+];
+
+/// Describes every metric of this crate to the installed recorder, and registers the
+/// counters of every method (and, handled, of every code) at zero, as etcd's
+/// go-grpc-prometheus does when the server starts: a dashboard's `started - handled`
+/// or an alert's error rate has data from the first scrape.
 pub fn describe() {
+    for &(rpc, service, method) in METHODS {
+        metrics::counter!(
+            GRPC_SERVER_STARTED_TOTAL,
+            "grpc_type" => rpc.label(),
+            "grpc_service" => service,
+            "grpc_method" => method,
+        )
+        .increment(0);
+        for code in CODES {
+            metrics::counter!(
+                GRPC_SERVER_HANDLED_TOTAL,
+                "grpc_type" => rpc.label(),
+                "grpc_service" => service,
+                "grpc_method" => method,
+                "grpc_code" => code_name(code),
+            )
+            .increment(0);
+        }
+    }
     metrics::describe_counter!(
         GRPC_SERVER_STARTED_TOTAL,
         "Total number of RPCs started on the server."

@@ -23,6 +23,8 @@ pub(crate) fn record_revisions(current: i64, compact: i64) {
     metrics::gauge!(COMPACT_REVISION).set(compact as f64);
 }
 
+pub use crate::backend::BACKEND_COMMIT_DURATION_SECONDS;
+
 /// Counter: revisions removed by compactions.
 pub const DB_COMPACTION_KEYS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_keys_total";
 /// Histogram: how long removing a compaction's revisions took, in milliseconds.

@@ -324,6 +324,11 @@ impl PeerStream {
             match self.stream_to(url, &mut rx).await {
                 StreamEnd::Closed => return,
                 StreamEnd::Failed(why) => {
+                    metrics::counter!(
+                        crate::metrics::PEER_SENT_FAILURES_TOTAL,
+                        "To" => crate::metrics::peer_label(self.to)
+                    )
+                    .increment(1);
                     tracing::debug!(to = %format!("{:x}", self.to), %url, %why, "peer stream failed");
                     let _ = self.events.send(PeerEvent::Unreachable(self.to));
                 }
@@ -335,6 +340,11 @@ impl PeerStream {
                     continue;
                 }
                 StreamEnd::Refused(why) => {
+                    metrics::counter!(
+                        crate::metrics::PEER_SENT_FAILURES_TOTAL,
+                        "To" => crate::metrics::peer_label(self.to)
+                    )
+                    .increment(1);
                     tracing::error!(to = %format!("{:x}", self.to), %url, %why, "peer refused our stream");
                     let _ = self.events.send(PeerEvent::Unreachable(self.to));
                     backoff = BACKOFF_MAX;
@@ -359,6 +369,10 @@ impl PeerStream {
             Err(e) => return StreamEnd::Failed(e),
         };
         let stream_id = next_stream_id();
+        let sent_bytes = metrics::counter!(
+            crate::metrics::PEER_SENT_BYTES_TOTAL,
+            "To" => crate::metrics::peer_label(self.to)
+        );
         let (batch_tx, batch_rx) = mpsc::channel::<RaftMessages>(16);
         let mut client = client(channel);
         let mut call = tokio::spawn(async move {
@@ -413,6 +427,7 @@ impl PeerStream {
                         // The call ended; its result says why.
                         continue;
                     }
+                    sent_bytes.increment(size as u64);
                 }
             }
         }
@@ -572,8 +587,35 @@ impl<O: Send + 'static> Peer for PeerService<O> {
         request: Request<Streaming<RaftMessages>>,
     ) -> Result<Response<PeerAck>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
+        let mut received: Option<(u64, metrics::Counter)> = None;
+        loop {
+            let batch = match stream.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(status) => {
+                    if let Some((from, _)) = &received {
+                        metrics::counter!(
+                            crate::metrics::PEER_RECEIVED_FAILURES_TOTAL,
+                            "From" => crate::metrics::peer_label(*from)
+                        )
+                        .increment(1);
+                    }
+                    return Err(status);
+                }
+            };
             self.check(batch.cluster_id, batch.to)?;
+            let bytes: usize = batch.messages.iter().map(|m| m.len()).sum();
+            match &received {
+                Some((from, counter)) if *from == batch.from => counter.increment(bytes as u64),
+                _ => {
+                    let counter = metrics::counter!(
+                        crate::metrics::PEER_RECEIVED_BYTES_TOTAL,
+                        "From" => crate::metrics::peer_label(batch.from)
+                    );
+                    counter.increment(bytes as u64);
+                    received = Some((batch.from, counter));
+                }
+            }
             // Held while the batch is handed to raft, so that no batch of an older stream
             // slips in after one of a newer stream.
             let mut newest = self.newest.lock();

@@ -19,9 +19,7 @@ pub const CLUSTER_VERSION: &str = "etcd_cluster_version";
 pub const SERVER_ID: &str = "etcd_server_id";
 /// Gauge: the backend quota (`--quota-backend-bytes`, or its default).
 pub const QUOTA_BACKEND_BYTES: &str = "etcd_server_quota_backend_bytes";
-/// Histogram: how long committing applied state to the backend takes (a sync of the
-/// backend, etcd's bbolt commit).
-pub const BACKEND_COMMIT_DURATION_SECONDS: &str = "etcd_disk_backend_commit_duration_seconds";
+pub use cairn_mvcc_store::metrics::BACKEND_COMMIT_DURATION_SECONDS;
 
 /// Records the etcd version cairn reports and cairn's own, and the cluster version
 /// (major.minor, as etcd's `etcd_cluster_version`).
