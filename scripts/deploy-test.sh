@@ -7,13 +7,20 @@
 #     (HashKV equal on all three);
 #   - a member killed during writes: no acknowledged write lost;
 #   - a member's network disconnected: the other two serve, it rejoins on reconnect;
-#   - Prometheus has every member's target up, every alert expression evaluates and
-#     every query of the Grafana dashboard returns data; promtool checks the
-#     configuration and the rules.
+#   - Prometheus has every member's target up, every alert expression (its comparisons
+#     made `bool`) and every query of the Grafana dashboard returns data; promtool checks
+#     the configuration and the rules;
 #   - the discovery profile (deploy/docker-compose.discovery.yml): three members
-#     bootstrap through cairn-discovery.
-# Skips (exit 0, with the reason) when no Docker engine answers. Everything it starts
-# is removed at the end (its compose project only).
+#     bootstrap through cairn-discovery;
+#   - deploy/README.md's recipes, run as written (the blocks tagged
+#     `<!-- deploy-test: NAME -->`): up, replace a failed member, a rolling upgrade,
+#     scale to five, back up and restore into a new cluster.
+# The recipes name the compose file's default ports (12379, 22379, 32379, 42379, 52379,
+# 19090; 12479.. for discovery): they must be free. Skips (exit 0, with the reason) when
+# no Docker engine answers. Everything it starts is removed at the end (its compose
+# projects only, and the image tag cairn:new it makes).
+# CAIRN_BINARY_DIR: a directory with cairn and cairn-discovery built already (CI gives
+# its debug build); else release binaries are built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! docker info >/dev/null 2>&1; then
@@ -21,17 +28,25 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 start=$(date +%s)
-project=cairn-deploy-test-$$
-compose=(docker-compose -p "$project" -f deploy/docker-compose.yml)
+export COMPOSE_PROJECT_NAME=cairn-deploy-test-$$
+project=$COMPOSE_PROJECT_NAME
+compose=(docker-compose -f deploy/docker-compose.yml)
+scaled=(docker-compose -f deploy/docker-compose.yml -f deploy/docker-compose.scale.yml)
 discovery=(docker-compose -p "$project-discovery" -f deploy/docker-compose.discovery.yml)
 cleanup() {
-    "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+    "${scaled[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
     "${discovery[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+    docker image rm cairn:new >/dev/null 2>&1 || true
+    rm -f backup.db
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export M1_PORT=$(free_port) M2_PORT=$(free_port) M3_PORT=$(free_port) PROMETHEUS_PORT=$(free_port)
-export D1_PORT=$(free_port) D2_PORT=$(free_port) D3_PORT=$(free_port)
+export M1_PORT=12379 M2_PORT=22379 M3_PORT=32379 M4_PORT=42379 M5_PORT=52379 PROMETHEUS_PORT=19090
+export D1_PORT=12479 D2_PORT=22479 D3_PORT=32479
+for port in $M1_PORT $M2_PORT $M3_PORT $M4_PORT $M5_PORT $PROMETHEUS_PORT $D1_PORT $D2_PORT $D3_PORT; do
+    if python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then :; else
+        echo "deploy test FAILED: port $port is taken (deploy/README.md's recipes use the default ports)"; exit 1
+    fi
+done
 export CAIRN_IMAGE=cairn:local
 ctl() { ETCDCTL_API=3 etcdctl --dial-timeout=2s --command-timeout=5s "$@"; }
 all="127.0.0.1:$M1_PORT,127.0.0.1:$M2_PORT,127.0.0.1:$M3_PORT"
@@ -43,13 +58,25 @@ wait_for() { # wait_for <seconds> <what> <command...>
         sleep 0.5
     done
 }
+recipe() { # recipe <name>: deploy/README.md's block tagged <!-- deploy-test: name -->, as written
+    local block
+    block=$(python3 - "$1" <<'PY'
+import re, sys
+text = open("deploy/README.md").read()
+m = re.search(r"<!-- deploy-test: " + re.escape(sys.argv[1]) + r" -->\n```sh\n(.*?)\n```", text, re.S)
+if not m:
+    sys.exit(f"no block tagged {sys.argv[1]} in deploy/README.md")
+print(m.group(1))
+PY
+    ) || fail "README recipe $1 not found"
+    echo "-- deploy/README.md: $1"
+    timeout 300 bash -euo pipefail -c "$block" || fail "README recipe $1"
+}
 
 echo "== base images"
 bash scripts/make-base-images.sh
 echo "== cairn's release binary and image"
-# CAIRN_RELEASE_DIR: where release binaries of cairn and cairn-discovery were built
-# already (else they are built here).
-release=${CAIRN_RELEASE_DIR:-}
+release=${CAIRN_BINARY_DIR:-${CAIRN_RELEASE_DIR:-}}
 if [[ -z $release ]]; then
     cargo build --release --locked --bin cairn --bin cairn-discovery
     target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -67,8 +94,7 @@ echo "image cairn:local: $((size / 1000 / 1000)) MB"
 
 echo "== compose up"
 up_start=$(date +%s)
-"${compose[@]}" up -d
-wait_for 120 "three healthy members" ctl --endpoints="$all" endpoint health
+recipe up
 echo "cluster healthy $(( $(date +%s) - up_start )) s after compose up"
 
 echo "== put/get on every member, member list"
@@ -148,14 +174,37 @@ text = open(rules).read()
 exprs = []
 for m in re.finditer(r"expr: (\|\n((?:\s{10}.*\n)+)|.*)", text):
     exprs.append((m.group(2) or m.group(1)).strip())
-bad = []
+def with_bool(expr):
+    """The expression with every comparison outside label matchers made a `bool` one:
+    it answers 0 or 1 for every series instead of filtering them, so a healthy cluster's
+    alert expressions have data too (their series exist)."""
+    out, depth, i = [], 0, 0
+    while i < len(expr):
+        c = expr[i]
+        depth += c == "{"
+        depth -= c == "}"
+        op = next((o for o in ("==", "!=", ">=", "<=", ">", "<") if expr.startswith(o, i)), None)
+        if depth == 0 and op:
+            out.append(op)
+            i += len(op)
+            if not expr[i:].lstrip().startswith("bool"):
+                out.append(" bool")
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+bad, empty = [], []
 for e in exprs:
-    url = prom + "/api/v1/query?query=" + urllib.parse.quote(e)
+    url = prom + "/api/v1/query?query=" + urllib.parse.quote(with_bool(e))
     r = json.load(urllib.request.urlopen(url))
     if r.get("status") != "success":
         bad.append(e)
-print(f"{len(exprs) - len(bad)} of {len(exprs)} alert expressions evaluate")
-sys.exit(1 if bad else 0)
+    elif not r["data"]["result"]:
+        empty.append(e)
+print(f"{len(exprs)} alert expressions: {len(bad)} fail, {len(empty)} without data")
+for e in bad + empty:
+    print("  ", e)
+sys.exit(1 if bad or empty else 0)
 PY
 python3 - "$prom" deploy/grafana/dashboards/cairn.json <<'PY'
 import json, sys, urllib.parse, urllib.request
@@ -171,10 +220,31 @@ for e in exprs:
 print(f"{len(exprs)} dashboard queries: {len(bad)} fail, {len(empty)} without data")
 for e in bad + empty:
     print("  ", e)
-sys.exit(1 if bad else 0)
+sys.exit(1 if bad or empty else 0)
 PY
+echo "== deploy/README.md's recipes"
+recipe replace
+[[ $(ctl --endpoints="$all" member list | grep -c ', started, ') == 3 ]] || fail "member list after the replacement"
+[[ $(ctl --endpoints=127.0.0.1:$M3_PORT get cut-off --print-value-only --consistency=s) == 1 ]] || fail "the replaced m3 lacks the data"
+docker tag cairn:local cairn:new
+recipe upgrade
+for s in m1 m2 m3; do
+    [[ $(docker inspect --format '{{.Config.Image}}' "$("${compose[@]}" ps -q "$s")") == cairn:new ]] || fail "$s not on cairn:new after the upgrade"
+done
+recipe scale
+five="$all,127.0.0.1:$M4_PORT,127.0.0.1:$M5_PORT"
+[[ $(ctl --endpoints="$five" member list | grep -c ', started, ') == 5 ]] || fail "five started members"
+[[ $(ctl --endpoints=127.0.0.1:$M4_PORT put on-five 5) == OK ]] || fail "put on m4"
+wait_for 30 "m5 sees the put on m4" bash -c "[[ \$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:$M5_PORT get on-five --print-value-only --consistency=s) == 5 ]]"
+before=$(ctl --endpoints="$all" get on-five -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+recipe backup-restore
+[[ $(ctl --endpoints="$all" member list | grep -c ', started, ') == 3 ]] || fail "three members after the restore"
+after=$(ctl --endpoints=127.0.0.1:$M2_PORT get on-five -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+[[ $before == "$after" ]] || fail "restored on-five at revision $after, was $before"
+[[ $(ctl --endpoints=127.0.0.1:$M3_PORT get after-stop --print-value-only) == 1 ]] || fail "restored after-stop"
+
 echo "== the discovery profile"
-"${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
+"${scaled[@]}" down -v --remove-orphans >/dev/null 2>&1
 "${discovery[@]}" up -d
 dall="127.0.0.1:$D1_PORT,127.0.0.1:$D2_PORT,127.0.0.1:$D3_PORT"
 wait_for 120 "three members bootstrapped through discovery" ctl --endpoints="$dall" endpoint health

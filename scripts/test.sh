@@ -17,4 +17,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps
 # No module depends, directly or not, on a module that depends on it.
 python3 scripts/module-cycles.py crates/*/src tests/src xtask/src
 cargo test --locked --workspace
+# deploy/ on this machine's Docker engine (skipped, saying why, when none answers): the
+# base images, cairn's image with the debug binaries just built, the compose cluster,
+# its faults, Prometheus, and deploy/README.md's recipes run as written.
+target=$(cargo metadata --locked --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+CAIRN_BINARY_DIR="$target/debug" bash scripts/deploy-test.sh
 echo "test suite finished in $(( $(date +%s) - start )) s"
