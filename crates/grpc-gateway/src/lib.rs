@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod recipes;
 pub mod serve;
 pub mod tls;
+pub mod v2;
 pub mod watch;
 
 pub use error::EtcdError;
