@@ -123,7 +123,7 @@ async fn keys_handler(
                 (header::ALLOW, "HEAD,GET,PUT,POST,DELETE"),
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             ],
-            "Method Not Allowed",
+            "Method Not Allowed\n",
         )
             .into_response();
     };

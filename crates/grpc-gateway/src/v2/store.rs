@@ -317,7 +317,8 @@ impl Store {
             root.nodes = self.list(path, rev, req.recursive).await?;
             root
         } else {
-            walk(&paths, &seen, rev)?;
+            let above = paths.len() - 1;
+            walk(&paths[..above], &seen[..above], rev)?;
             let target = seen.last().cloned().unwrap_or_default();
             match (&target.file, &target.dir) {
                 (Some(kv), _) => self.node_of(path, false, kv).await,
@@ -618,7 +619,8 @@ impl Store {
         paths.push(path.clone());
         let (header, seen) = self.read_paths(&paths).await?;
         let rev = header.revision;
-        walk(&paths, &seen, rev)?;
+        let above = paths.len() - 1;
+        walk(&paths[..above], &seen[..above], rev)?;
         let current = seen.last().cloned().unwrap_or_default();
         let Some(kv) = current.kv().cloned() else {
             return Err(V2Error::new(Code::KeyNotFound, path.as_str()).at(rev));
