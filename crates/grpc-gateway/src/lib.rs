@@ -43,6 +43,7 @@ pub mod recipes;
 pub mod serve;
 pub mod service_name;
 pub mod tls;
+pub mod v2;
 pub mod watch;
 
 pub use error::EtcdError;

@@ -84,13 +84,38 @@ pub fn client_routes(apis: ClientApis, limits: Limits) -> Routes {
 }
 
 /// Joins the gRPC routes and the HTTP endpoints into one router for the client port;
-/// every request is served with its [`credentials`](crate::credentials).
+/// every request is served with its [`credentials`](crate::credentials). A path nothing
+/// serves answers a gRPC request `Unimplemented` and any other `404 page not found`,
+/// as etcd does.
 pub fn into_router(routes: Routes, http: axum::Router) -> axum::Router {
     routes
         .prepare()
         .into_axum_router()
         .merge(http)
+        .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::credentials::layer))
+}
+
+/// The answer to a path no route serves.
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("").into_http();
+    }
+    (
+        http::StatusCode::NOT_FOUND,
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
 }
 
 /// Serves `router` (gRPC over h2c and HTTP/1.1) to clients on `listener` until `shutdown`

@@ -199,6 +199,16 @@ pub struct Config {
         default_missing_value = "true"
     )]
     pub client_cert_auth: bool,
+    /// Serve etcd's v2 API (`/v2/keys`, `/v2/members`, `/v2/stats`) on the v3 store.
+    #[arg(
+        long,
+        env = "ETCD_ENABLE_V2",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub enable_v2: bool,
     /// Client TLS with a generated self-signed certificate (in the data dir's
     /// `fixtures/client`) when https:// client URLs have no --cert-file / --key-file.
     #[arg(

@@ -357,6 +357,12 @@ fn client_router(
     };
     let limits = Limits::for_max_request_bytes(cfg.max_request_bytes as usize);
     let http_router = http_router.merge(cairn_grpc_gateway::json::router(&apis, limits));
+    // etcd 3.4 serves the v2 API only when asked, and answers 404 on /v2/ otherwise.
+    let http_router = if cfg.enable_v2 {
+        http_router.merge(cairn_grpc_gateway::v2::router(&apis, &cfg.name))
+    } else {
+        http_router
+    };
     serve::into_router(serve::client_routes(apis, limits), http_router)
 }
 
