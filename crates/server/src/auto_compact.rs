@@ -27,6 +27,16 @@ use crate::member::Member;
 
 /// How often the revision mode looks (etcd's).
 const REVISION_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Shortens [`REVISION_INTERVAL`] (milliseconds), for tests: etcd has no flag for it.
+const REVISION_INTERVAL_ENV: &str = "CAIRN_AUTO_COMPACTION_REVISION_INTERVAL_MS";
+
+fn revision_interval() -> Duration {
+    std::env::var(REVISION_INTERVAL_ENV)
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .filter(|&ms| ms > 0)
+        .map_or(REVISION_INTERVAL, Duration::from_millis)
+}
 /// The periodic mode samples this many times per window.
 const SAMPLES_PER_WINDOW: u32 = 10;
 /// The longest step of the periodic mode (etcd's).
@@ -129,8 +139,16 @@ pub fn spawn(member: Arc<Member>, mode: AutoCompaction) -> JoinHandle<()> {
                 Periodic::sample_step(window),
                 Plan::Periodic(Periodic::new(window, Instant::now())),
             ),
-            AutoCompaction::Revision(n) => (REVISION_INTERVAL, Plan::Revisions(Revisions::new(n))),
+            AutoCompaction::Revision(n) => {
+                (revision_interval(), Plan::Revisions(Revisions::new(n)))
+            }
         };
+        // The periodic mode's first sample is now, as etcd's: its first compaction, a
+        // window from now, goes to the revision of now (a whole window old), not to the
+        // one a step later.
+        if let Plan::Periodic(p) = &mut plan {
+            p.sample(Instant::now(), member.store.current_revision());
+        }
         tracing::info!(?mode, ?step, "automatic compaction on");
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + step, step);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,6 +204,7 @@ mod tests {
         let step = Periodic::sample_step(window);
         assert_eq!(step, Duration::from_secs(10));
         let mut plan = Periodic::new(window, t0);
+        assert_eq!(plan.sample(t0, 5), None);
         let mut compacted = Vec::new();
         // The revision grows by 10 every 10 s: revision 10 * (k + 1) at sample k.
         for k in 0..40u32 {
@@ -194,8 +213,9 @@ mod tests {
                 compacted.push((k + 1, rev));
             }
         }
-        // After 100 s, to the revision of 100 s before; then every 100 s.
-        assert_eq!(compacted, vec![(10, 10), (20, 100), (30, 200), (40, 300)]);
+        // After 100 s, to the revision of 100 s before (the first sample's); then every
+        // 100 s.
+        assert_eq!(compacted, vec![(10, 5), (20, 100), (30, 200), (40, 300)]);
     }
 
     #[test]
@@ -204,6 +224,7 @@ mod tests {
         assert_eq!(Periodic::sample_step(window), Duration::from_secs(360));
         let t0 = Instant::now();
         let mut plan = Periodic::new(Duration::from_secs(10), t0);
+        assert_eq!(plan.sample(t0, 1), None);
         let step = Duration::from_secs(1);
         let mut compacted = Vec::new();
         for k in 0..40u32 {
