@@ -44,6 +44,27 @@ async fn metrics_use_etcds_names() {
             metrics.body
         );
     }
+    // Counted as etcd counts them: one key, one put (and the puts' bytes), open files.
+    for (name, at_least) in [
+        ("etcd_debugging_mvcc_keys_total", 1.0),
+        ("etcd_mvcc_put_total", 1.0),
+        ("etcd_debugging_mvcc_put_total", 1.0),
+        ("etcd_network_client_grpc_received_bytes_total", 1.0),
+        ("etcd_network_client_grpc_sent_bytes_total", 1.0),
+        ("os_fd_used", 1.0),
+        ("os_fd_limit", 1.0),
+    ] {
+        let value = find(&metrics.body, name, &[]);
+        assert!(
+            value.is_some_and(|v| v >= at_least),
+            "{name} is {value:?} in:\n{}",
+            metrics.body
+        );
+    }
+    assert_eq!(
+        find(&metrics.body, "etcd_debugging_mvcc_keys_total", &[]),
+        Some(1.0)
+    );
     for name in [
         "etcd_server_proposals_committed_total",
         "etcd_disk_wal_fsync_duration_seconds_bucket",

@@ -88,15 +88,20 @@ impl<A: ?Sized> Service<A> {
     ) -> Result<Response<Resp>, Status>
     where
         Req: prost::Message,
+        Resp: prost::Message,
     {
         metrics::started(RpcType::Unary, service, method);
         let deadline = crate::deadline::from_metadata(request.metadata());
         let req = request.into_inner();
+        metrics::client_received(&req);
         let result = match self.limits.check(&req) {
             Ok(()) => crate::deadline::scope(deadline, call(&self.api, req)).await,
             Err(e) => Err(e),
         };
         let code = result.as_ref().map_or_else(EtcdError::code, |_| Code::Ok);
+        if let Ok(resp) = &result {
+            metrics::client_sent(resp);
+        }
         metrics::handled(RpcType::Unary, service, method, code);
         result.map(Response::new).map_err(Status::from)
     }
@@ -127,7 +132,12 @@ impl<A: KvApi + ?Sized> pb::kv_server::Kv for Service<A> {
         let chunks = chunks.inspect_err(|e| {
             metrics::handled(RpcType::ServerStream, KV, "RangeStream", e.code());
         })?;
-        let stream: Self::RangeStreamStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
+        let stream: Self::RangeStreamStream = Box::pin(chunks.map(|r| {
+            if let Ok(chunk) = &r {
+                metrics::client_sent(chunk);
+            }
+            r.map_err(Status::from)
+        }));
         Ok(Response::new(stream))
     }
 
@@ -201,7 +211,11 @@ impl<A: LeaseApi + ?Sized> pb::lease_server::Lease for Service<A> {
         tokio::spawn(crate::credentials::scope(credentials, async move {
             while let Some(next) = inbound.next().await {
                 let Ok(req) = next else { break };
+                metrics::client_received(&req);
                 let answer = api.lease_keep_alive(req).await.map_err(Status::from);
+                if let Ok(resp) = &answer {
+                    metrics::client_sent(resp);
+                }
                 let failed = answer.is_err();
                 if tx.send(answer).await.is_err() || failed {
                     break;
@@ -337,7 +351,12 @@ impl<A: MaintenanceApi + ?Sized> pb::maintenance_server::Maintenance for Service
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         metrics::started(RpcType::ServerStream, MAINTENANCE, "Snapshot");
         let chunks = self.api.snapshot().await.map_err(Status::from)?;
-        let stream: Self::SnapshotStream = Box::pin(chunks.map(|r| r.map_err(Status::from)));
+        let stream: Self::SnapshotStream = Box::pin(chunks.map(|r| {
+            if let Ok(chunk) = &r {
+                metrics::client_sent(chunk);
+            }
+            r.map_err(Status::from)
+        }));
         Ok(Response::new(stream))
     }
 

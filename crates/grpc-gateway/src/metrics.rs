@@ -9,6 +9,21 @@ pub const GRPC_SERVER_STARTED_TOTAL: &str = "grpc_server_started_total";
 /// RPCs completed, by type, service, method and status code.
 pub const GRPC_SERVER_HANDLED_TOTAL: &str = "grpc_server_handled_total";
 
+/// Bytes of client requests received over gRPC (the encoded messages).
+pub const CLIENT_GRPC_RECEIVED_BYTES_TOTAL: &str = "etcd_network_client_grpc_received_bytes_total";
+/// Bytes of responses sent to clients over gRPC (the encoded messages).
+pub const CLIENT_GRPC_SENT_BYTES_TOTAL: &str = "etcd_network_client_grpc_sent_bytes_total";
+
+/// Counts a message received from a client.
+pub fn client_received(message: &impl prost::Message) {
+    metrics::counter!(CLIENT_GRPC_RECEIVED_BYTES_TOTAL).increment(message.encoded_len() as u64);
+}
+
+/// Counts a message sent to a client.
+pub fn client_sent(message: &impl prost::Message) {
+    metrics::counter!(CLIENT_GRPC_SENT_BYTES_TOTAL).increment(message.encoded_len() as u64);
+}
+
 /// Every RPC the gateway counts: its type, service and method.
 pub const METHODS: &[(RpcType, &str, &str)] = {
     use crate::service_name::{AUTH, CLUSTER, KV, LEASE, MAINTENANCE, WATCH};
@@ -85,6 +100,16 @@ const CODES: [Code; 17] = [
 /// go-grpc-prometheus does when the server starts: a dashboard's `started - handled`
 /// or an alert's error rate has data from the first scrape.
 pub fn describe() {
+    metrics::describe_counter!(
+        CLIENT_GRPC_RECEIVED_BYTES_TOTAL,
+        "The total number of bytes received from grpc clients."
+    );
+    metrics::describe_counter!(
+        CLIENT_GRPC_SENT_BYTES_TOTAL,
+        "The total number of bytes sent to grpc clients."
+    );
+    metrics::counter!(CLIENT_GRPC_RECEIVED_BYTES_TOTAL).increment(0);
+    metrics::counter!(CLIENT_GRPC_SENT_BYTES_TOTAL).increment(0);
     for &(rpc, service, method) in METHODS {
         metrics::counter!(
             GRPC_SERVER_STARTED_TOTAL,

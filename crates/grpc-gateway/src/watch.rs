@@ -34,7 +34,10 @@ impl<A: WatchApi + ?Sized> Watch for Service<A> {
                 tokio::select! {
                     _ = &mut call_gone => break,
                     message = inbound.message() => match message {
-                        Ok(Some(req)) => session.handle(req).await,
+                        Ok(Some(req)) => {
+                            metrics::client_received(&req);
+                            session.handle(req).await
+                        }
                         Ok(None) => {
                             let _ = (&mut call_gone).await;
                             break;
@@ -50,6 +53,7 @@ impl<A: WatchApi + ?Sized> Watch for Service<A> {
         });
         let out = responses.map(move |response| {
             let _alive = &call_alive;
+            metrics::client_sent(&response);
             Ok(response)
         });
         Ok(Response::new(Box::pin(out)))

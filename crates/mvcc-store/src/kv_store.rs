@@ -52,6 +52,8 @@ pub(crate) struct State {
     /// Bumped by every restore: a reader that released the lock and takes it
     /// again checks it to know its RocksDB snapshot still matches the index.
     pub epoch: u64,
+    /// Keys that exist at the current revision (etcd's `keys_total` gauge).
+    pub live_keys: i64,
 }
 
 /// The readers' state as [`KvStore::open`] computes it from RocksDB's
@@ -76,12 +78,16 @@ impl Loaded {
             .unwrap_or(1);
         let unfinished = scheduled.filter(|s| finished.is_none_or(|f| f < *s));
         let unfinished_compaction = unfinished.map(|rev| (rev, tree.compact(rev)));
+        let every_key = KeyRange::new(&Bytes::from_static(b"\0"), &Bytes::from_static(b"\0"));
+        let live_keys = tree.range(&every_key, current_rev).count() as i64;
+        crate::metrics::record_keys(live_keys);
         Loaded {
             state: State {
                 tree,
                 current_rev,
                 compact_rev,
                 epoch,
+                live_keys,
             },
             applied_index: meta.applied_index,
             unfinished_compaction,
@@ -175,6 +181,7 @@ impl KvStore {
     /// etcd's Range, with every option of `RangeRequest`. The header carries
     /// the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        crate::metrics::count(crate::metrics::Op::Range);
         let plan = range::plan(req)?;
         let db = self.backend.db();
         let (current, revs, count, snapshot) = {
@@ -508,9 +515,14 @@ impl KvStore {
         for change in &changes {
             if change.tombstone {
                 state.tree.tombstone(&change.kv.key, change.rev);
+                state.live_keys -= 1;
             } else {
                 state.tree.put(&change.kv.key, change.rev);
+                state.live_keys += i64::from(change.prev.is_none());
             }
+        }
+        if !changes.is_empty() {
+            crate::metrics::record_keys(state.live_keys);
         }
         state.current_rev = revision;
         self.applied_index.store(index, Ordering::Release);

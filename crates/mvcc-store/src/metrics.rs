@@ -25,6 +25,50 @@ pub(crate) fn record_revisions(current: i64, compact: i64) {
 
 pub use crate::backend::BACKEND_COMMIT_DURATION_SECONDS;
 
+/// Gauge: keys that exist at the current revision.
+pub const KEYS_TOTAL: &str = "etcd_debugging_mvcc_keys_total";
+/// Counters of the store's operations, each under etcd's name and its older
+/// `etcd_debugging_` one (etcd 3.4 and 3.5 expose both).
+pub const RANGE_TOTAL: [&str; 2] = ["etcd_mvcc_range_total", "etcd_debugging_mvcc_range_total"];
+/// Puts, in requests and in txns.
+pub const PUT_TOTAL: [&str; 2] = ["etcd_mvcc_put_total", "etcd_debugging_mvcc_put_total"];
+/// Deletes, in requests and in txns.
+pub const DELETE_TOTAL: [&str; 2] = ["etcd_mvcc_delete_total", "etcd_debugging_mvcc_delete_total"];
+/// Txns.
+pub const TXN_TOTAL: [&str; 2] = ["etcd_mvcc_txn_total", "etcd_debugging_mvcc_txn_total"];
+
+/// An operation [`count`] counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Range,
+    Put,
+    Delete,
+    Txn,
+}
+
+impl Op {
+    fn names(self) -> [&'static str; 2] {
+        match self {
+            Op::Range => RANGE_TOTAL,
+            Op::Put => PUT_TOTAL,
+            Op::Delete => DELETE_TOTAL,
+            Op::Txn => TXN_TOTAL,
+        }
+    }
+}
+
+/// Counts one `op`.
+pub(crate) fn count(op: Op) {
+    for name in op.names() {
+        metrics::counter!(name).increment(1);
+    }
+}
+
+/// Sets [`KEYS_TOTAL`].
+pub(crate) fn record_keys(live: i64) {
+    metrics::gauge!(KEYS_TOTAL).set(live as f64);
+}
+
 /// Counter: revisions removed by compactions.
 pub const DB_COMPACTION_KEYS_TOTAL: &str = "etcd_debugging_mvcc_db_compaction_keys_total";
 /// Histogram: how long removing a compaction's revisions took, in milliseconds.
@@ -33,6 +77,18 @@ pub const DB_COMPACTION_TOTAL_DURATION_MS: &str =
 
 /// Registers each metric's type and etcd's HELP text with the installed recorder.
 pub fn describe() {
+    metrics::describe_gauge!(KEYS_TOTAL, "Total number of keys.");
+    for (names, help) in [
+        (RANGE_TOTAL, "Total number of ranges seen by this member."),
+        (PUT_TOTAL, "Total number of puts seen by this member."),
+        (DELETE_TOTAL, "Total number of deletes seen by this member."),
+        (TXN_TOTAL, "Total number of txns seen by this member."),
+    ] {
+        for name in names {
+            metrics::describe_counter!(name, help);
+            metrics::counter!(name).increment(0);
+        }
+    }
     metrics::describe_gauge!(CURRENT_REVISION, "The current revision of store.");
     metrics::describe_gauge!(
         COMPACT_REVISION,

@@ -171,6 +171,7 @@ impl<'a> WriteTxn<'a> {
     /// etcd's Range inside a write: `revision` 0 reads this request's own
     /// writes.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        crate::metrics::count(crate::metrics::Op::Range);
         let plan = range::plan(req)?;
         let current = self.read_rev();
         let rev = range::resolve_revision(req.revision, current, self.compact_rev)?;
@@ -180,6 +181,7 @@ impl<'a> WriteTxn<'a> {
 
     /// etcd's Put.
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        crate::metrics::count(crate::metrics::Op::Put);
         let prev = self.get(&req.key)?;
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(MvccError::KeyNotFound);
@@ -218,6 +220,7 @@ impl<'a> WriteTxn<'a> {
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
+        crate::metrics::count(crate::metrics::Op::Delete);
         let keys = KeyRange::new(&req.key, &req.range_end);
         let (existing, _) = self.read(&keys, self.read_rev(), 0, false)?;
         let deleted = existing.len() as i64;
@@ -246,6 +249,7 @@ impl<'a> WriteTxn<'a> {
     /// evaluated first against the state before the txn, then the chosen
     /// branches are checked and applied in order.
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        crate::metrics::count(crate::metrics::Op::Txn);
         let mut path = Vec::new();
         self.decide(req, &mut path)?;
         self.check(req, &path, &mut 0, &mut |txn, op| txn.check_put(op))?;

@@ -458,6 +458,7 @@ fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
                 tracing::warn!(error = %e, "reading the backend size");
             }
             process.collect();
+            crate::metrics::record_fds();
         }
     })
 }

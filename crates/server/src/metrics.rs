@@ -21,6 +21,30 @@ pub const SERVER_ID: &str = "etcd_server_id";
 pub const QUOTA_BACKEND_BYTES: &str = "etcd_server_quota_backend_bytes";
 pub use cairn_mvcc_store::metrics::BACKEND_COMMIT_DURATION_SECONDS;
 
+/// Gauge: file descriptors this process has open (etcd's `os_fd_used`).
+pub const OS_FD_USED: &str = "os_fd_used";
+/// Gauge: the limit of open file descriptors (etcd's `os_fd_limit`).
+pub const OS_FD_LIMIT: &str = "os_fd_limit";
+
+/// Sets [`OS_FD_USED`] and [`OS_FD_LIMIT`] from `/proc/self` (nothing where there is none).
+pub fn record_fds() {
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!(OS_FD_USED).set(entries.count() as f64);
+    }
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<f64>().ok())
+        });
+    if let Some(limit) = limit {
+        metrics::gauge!(OS_FD_LIMIT).set(limit);
+    }
+}
+
 /// Records the etcd version cairn reports and cairn's own, and the cluster version
 /// (major.minor, as etcd's `etcd_cluster_version`).
 pub fn record_versions(etcd: &'static str, cairn: &'static str) {
@@ -37,6 +61,9 @@ pub fn record_member_id(id: u64) {
 
 /// Describes the metrics of every crate the server records through.
 pub fn describe() {
+    metrics::describe_gauge!(OS_FD_USED, "The number of used file descriptors.");
+    metrics::describe_gauge!(OS_FD_LIMIT, "The file descriptor limit.");
+    record_fds();
     metrics::describe_gauge!(
         SERVER_VERSION,
         "Which version is running. 1 for 'server_version' label with current version."
