@@ -34,6 +34,7 @@ compose=(docker-compose -f deploy/docker-compose.yml)
 scaled=(docker-compose -f deploy/docker-compose.yml -f deploy/docker-compose.scale.yml)
 discovery=(docker-compose -p "$project-discovery" -f deploy/docker-compose.discovery.yml)
 cleanup() {
+    bash scripts/cluster.sh down --clean >/dev/null 2>&1 || true
     "${scaled[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
     "${discovery[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
     docker image rm cairn:new >/dev/null 2>&1 || true
@@ -42,8 +43,10 @@ cleanup() {
 trap cleanup EXIT
 export M1_PORT=12379 M2_PORT=22379 M3_PORT=32379 M4_PORT=42379 M5_PORT=52379 PROMETHEUS_PORT=19090
 export D1_PORT=12479 D2_PORT=22479 D3_PORT=32479
-for port in $M1_PORT $M2_PORT $M3_PORT $M4_PORT $M5_PORT $PROMETHEUS_PORT $D1_PORT $D2_PORT $D3_PORT; do
-    if python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",int(sys.argv[1])))' "$port" 2>/dev/null; then :; else
+# (and scripts/cluster.sh's: 2379, 12379, 22379 for clients, the next ports for peers)
+for port in $M1_PORT $M2_PORT $M3_PORT $M4_PORT $M5_PORT $PROMETHEUS_PORT $D1_PORT $D2_PORT $D3_PORT \
+    2379 2380 12380 22380; do
+    if python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0",int(sys.argv[1])))' "$port" 2>/dev/null; then :; else
         echo "deploy test FAILED: port $port is taken (deploy/README.md's recipes use the default ports)"; exit 1
     fi
 done
@@ -73,22 +76,15 @@ PY
     timeout 300 bash -euo pipefail -c "$block" || fail "README recipe $1"
 }
 
+echo "== a local cluster without Docker"
+recipe local
 echo "== base images"
-bash scripts/make-base-images.sh
-echo "== cairn's release binary and image"
-release=${CAIRN_BINARY_DIR:-${CAIRN_RELEASE_DIR:-}}
-if [[ -z $release ]]; then
-    cargo build --release --locked --bin cairn --bin cairn-discovery
-    target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    release=$target/release
-fi
-binary=$release/cairn
-mkdir -p deploy/bin
-objcopy --strip-all "$binary" deploy/bin/cairn
-objcopy --strip-all "$release/cairn-discovery" deploy/bin/cairn-discovery
-echo "cairn binary: $(( $(stat -c %s "$binary") / 1000 / 1000 )) MB, stripped $(( $(stat -c %s deploy/bin/cairn) / 1000 / 1000 )) MB"
-docker build -q -f deploy/Dockerfile --build-arg BINARY=prebuilt \
-    --build-arg BUILDER_IMAGE=cairn-base/debian:bookworm -t cairn:local . >/dev/null
+recipe base-images
+echo "== cairn's image"
+export CAIRN_BINARY_DIR=${CAIRN_BINARY_DIR:-${CAIRN_RELEASE_DIR:-}}
+recipe image
+[[ -n $CAIRN_BINARY_DIR ]] || CAIRN_BINARY_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+echo "cairn binary: $(( $(stat -c %s "$CAIRN_BINARY_DIR/cairn") / 1000 / 1000 )) MB, stripped $(( $(stat -c %s deploy/bin/cairn) / 1000 / 1000 )) MB"
 size=$(docker image inspect cairn:local --format '{{.Size}}')
 echo "image cairn:local: $((size / 1000 / 1000)) MB"
 
@@ -119,10 +115,12 @@ leader_service() {
 echo "== the leader stopped, then started again"
 leader=$(leader_service)
 [[ -n $leader ]] || fail "no leader"
-"${compose[@]}" stop "$leader" >/dev/null
 survivors=$(for s in m1 m2 m3; do [[ $s == "$leader" ]] && continue; v="${s^^}_PORT"; echo -n "127.0.0.1:${!v},"; done)
 survivors=${survivors%,}
+"${compose[@]}" stop "$leader" >/dev/null
+stopped_ms=$(date +%s%3N)
 wait_for 20 "writes after the leader stopped" ctl --endpoints="$survivors" put after-stop 1
+echo "writes went on $(( $(date +%s%3N) - stopped_ms )) ms after the leader's container stopped"
 for i in $(seq 1 50); do ctl --endpoints="$survivors" put "while-down-$i" "$i" >/dev/null || fail "write $i"; done
 "${compose[@]}" start "$leader" >/dev/null
 wait_for 60 "the stopped member healthy again" ctl --endpoints="$all" endpoint health

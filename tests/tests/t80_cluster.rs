@@ -180,3 +180,24 @@ fn a_keep_alive_through_a_follower_right_after_the_grant_finds_the_lease() {
         }
     });
 }
+
+#[test]
+fn a_leader_stopped_with_sigterm_hands_leadership_over_before_it_exits() {
+    let mut cluster = Cluster::start(3);
+    let rt = runtime();
+    let (leader, _) = rt.block_on(cluster.wait_leader(None));
+    let old = rt.block_on(cluster.view(leader)).expect("leader status").id;
+    cluster.members[leader].terminate();
+    // At once, not an election timeout later: the others already follow a new leader
+    // (as with etcd, whose stopping leader transfers its leadership first).
+    for i in (0..3).filter(|&i| i != leader) {
+        let view = rt.block_on(cluster.view(i)).expect("member status");
+        assert!(
+            view.leader != 0 && view.leader != old,
+            "member {i} follows {:x}; the stopped leader was {old:x}",
+            view.leader
+        );
+        let out = cluster.members[i].etcdctl(&["put", &format!("after-stop-{i}"), "1"]);
+        assert_eq!(out.ok(), "OK\n");
+    }
+}

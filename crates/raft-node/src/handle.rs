@@ -51,6 +51,9 @@ pub struct NodeStatus {
     pub voters: Vec<u64>,
     /// Learners (non-voting members).
     pub learners: Vec<u64>,
+    /// On the leader, the other voters it heard from since its last quorum check (within
+    /// about an election timeout); empty on other members.
+    pub active_voters: Vec<u64>,
 }
 
 pub(crate) type Reply<O> = oneshot::Sender<Result<O, RaftError>>;

@@ -125,6 +125,11 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
+    // The peer surface stops after the raft node (whose traffic it carries while the
+    // client surfaces drain), on its own signal: its streams from the other members
+    // never end by themselves.
+    let (peer_stop_tx, peer_stop_rx) = watch::channel(false);
+    let mut peer_servers = JoinSet::new();
     let peers = peer_router(&cfg, &local, &raft);
     let peer_surface = match cfg.peer_tls()? {
         Some(files) => Surface::PeersTls(Arc::new(
@@ -132,7 +137,13 @@ pub async fn run(
         )),
         None => Surface::Peers,
     };
-    serve_on(&mut servers, peer_listeners, peers, &stop_rx, peer_surface);
+    serve_on(
+        &mut peer_servers,
+        peer_listeners,
+        peers,
+        &peer_stop_rx,
+        peer_surface,
+    );
     let metrics_listeners = bind(cfg.metrics_listen_addrs()?).await?;
     serve_on(
         &mut servers,
@@ -203,9 +214,20 @@ pub async fn run(
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(ServerError::Fatal(format!("client listener task: {e}"))),
         },
+        Some(r) = peer_servers.join_next() => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(ServerError::Fatal(format!("peer listener task: {e}"))),
+        },
     };
     let removed = *removed_rx.borrow();
-    shut_down(&local, &raft, removed, stop_tx, servers, background).await;
+    let stops = Stops {
+        clients: stop_tx,
+        servers,
+        peers: peer_stop_tx,
+        peer_servers,
+    };
+    shut_down(&local, &raft, removed, stops, background).await;
     outcome
 }
 
@@ -463,23 +485,87 @@ fn spawn_size_gauges(local: &LocalState) -> JoinHandle<()> {
     })
 }
 
+/// How long a stopping leader waits for one follower to take over before it tries the
+/// next (one it cannot reach, e.g. just after start, never does).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A leader that stops hands its leadership to a follower first, as etcd does: until
+/// it exits, it would otherwise still be the leader the others follow (and forward
+/// proposals to) while it no longer serves, and they would elect another only an
+/// election timeout after it is gone.
+async fn hand_over_leadership(raft: &RaftHandle<Applied>) {
+    let now = raft.status();
+    if now.role != cairn_raft_node::Role::Leader {
+        return;
+    }
+    let me = now.id;
+    let mut status = raft.subscribe_status();
+    // The followers it hears from first (a stopped one never takes over), then the rest.
+    let mut targets = now.active_voters.clone();
+    targets.extend(
+        now.voters
+            .iter()
+            .filter(|&&v| v != me && !now.active_voters.contains(&v)),
+    );
+    for target in targets {
+        if raft.transfer_leader(target).is_err() {
+            return;
+        }
+        let handed = tokio::time::timeout(
+            HAND_OVER_TIMEOUT,
+            status.wait_for(|s| (s.leader_id != me && s.leader_id != 0) || s.stopped),
+        )
+        .await;
+        match handed {
+            Ok(Ok(s)) if !s.stopped => {
+                tracing::info!(
+                    to = %format!("{:x}", s.leader_id),
+                    "leadership handed over before stopping"
+                );
+                return;
+            }
+            Ok(_) => return,
+            Err(_) => tracing::warn!(
+                to = %format!("{target:x}"),
+                "a follower did not take over the leadership in time"
+            ),
+        }
+    }
+    tracing::warn!("leadership not handed over before stopping; the others will elect a leader");
+}
+
 /// Stops serving (in-flight requests get a moment), then the raft node, and syncs the
 /// backend. A removed member's raft node stops first, at once, so that the others elect a
 /// leader without it while requests drain.
+/// What stops the surfaces: the client and metrics surfaces, then the peer surface.
+struct Stops {
+    clients: watch::Sender<bool>,
+    servers: JoinSet<Result<(), serve::ServeError>>,
+    peers: watch::Sender<bool>,
+    peer_servers: JoinSet<Result<(), serve::ServeError>>,
+}
+
 async fn shut_down(
     local: &LocalState,
     raft: &RaftHandle<Applied>,
     removed: bool,
-    stop: watch::Sender<bool>,
-    mut servers: JoinSet<Result<(), serve::ServeError>>,
+    stops: Stops,
     background: Vec<JoinHandle<()>>,
 ) {
+    let Stops {
+        clients: stop,
+        mut servers,
+        peers: stop_peers,
+        mut peer_servers,
+    } = stops;
     let stop_raft = || {
         let raft = raft.clone();
         tokio::task::spawn_blocking(move || raft.shutdown())
     };
     if removed {
         let _ = stop_raft().await;
+    } else {
+        hand_over_leadership(raft).await;
     }
     let _ = stop.send(true);
     for task in background {
@@ -490,6 +576,9 @@ async fn shut_down(
     })
     .await;
     let _ = stop_raft().await;
+    let _ = stop_peers.send(true);
+    peer_servers.abort_all();
+    while peer_servers.join_next().await.is_some() {}
     if let Err(e) = local.backend.sync() {
         tracing::warn!(error = %e, "syncing the backend at shutdown");
     }

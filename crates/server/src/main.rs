@@ -186,9 +186,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime
-        .block_on(cairn_server::run(cfg, Some(metrics), stop_signal()))
-        .context("cairn stopped")?;
+    let outcome = runtime.block_on(cairn_server::run(cfg, Some(metrics), stop_signal()));
+    // Everything that matters has stopped (the raft node, the backend synced); a
+    // blocking task still running (a snapshot being streamed to a client, say) must not
+    // hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    outcome.context("cairn stopped")?;
     tracing::info!("stopped");
     Ok(())
 }

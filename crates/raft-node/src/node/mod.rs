@@ -622,6 +622,18 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             stopped: stopped.is_some(),
             voters: self.conf_state.voters.clone(),
             learners: self.conf_state.learners.clone(),
+            active_voters: if role == Role::Leader {
+                self.conf_state
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&id| {
+                        id != self.cfg.id && raft.prs().get(id).is_some_and(|p| p.recent_active)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         let g = &self.gauges;
         g.has_leader
