@@ -785,3 +785,30 @@ fn without_enable_v2_and_on_unknown_paths_the_answer_is_404() {
     let r = curl(&enabled, "GET", "/nonexistent/path", &[]);
     assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"));
 }
+
+#[test]
+fn a_long_poll_whose_client_goes_away_stops_waiting() {
+    let server = start();
+    // Ten clients give up on their long polls (curl's own timeout closes the connection).
+    for _ in 0..10 {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "0.3"])
+            .arg(format!("{}/v2/keys/gone?wait=true", server.client_url()))
+            .output()
+            .expect("run curl");
+        assert_eq!(out.status.code(), Some(28), "curl's timeout");
+    }
+    // None of them is still counted (nor watching): the count drops back to zero.
+    let end = Instant::now() + BACKGROUND_DEADLINE;
+    loop {
+        let stats: Value = curl(&server, "GET", "/v2/stats/store", &[]).json();
+        if stats["watchers"] == json!(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "abandoned waits still counted: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -160,7 +160,16 @@ async fn wait_for(v2: &V2, req: &KeyRequest) -> Result<Outcome, V2Error> {
         0 => header.revision + 1,
         n => i64::try_from(n).unwrap_or(i64::MAX),
     };
+    // Counted while it waits, however it ends: a client that goes away drops this
+    // future (and its watch) midway.
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicU64);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
     v2.store.stats.watchers.fetch_add(1, Ordering::Relaxed);
+    let waiting = Waiting(&v2.store.stats.watchers);
     let answer = wait::wait(
         v2.watch.as_ref(),
         &req.path,
@@ -169,7 +178,7 @@ async fn wait_for(v2: &V2, req: &KeyRequest) -> Result<Outcome, V2Error> {
         header.revision,
     )
     .await;
-    v2.store.stats.watchers.fetch_sub(1, Ordering::Relaxed);
+    drop(waiting);
     Ok(Outcome {
         status: StatusCode::OK,
         answer: answer?,
