@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 
-use workload::{KeySpace, Load, Stop, WatchSpec};
+use workload::{KeySpace, ListMode, Load, Stop, WatchSpec};
 
 /// `cargo xtask bench`'s command line.
 #[derive(Args)]
@@ -93,6 +93,26 @@ enum Workload {
         /// Revisions of history written before (and compacted by) the second run.
         #[arg(long, default_value_t = 1_000_000)]
         history: u64,
+    },
+    /// Lists of one prefix, as the Kubernetes apiserver reads its resources: --keys
+    /// keys of --val-size bytes under `list/` first, then each operation lists them all
+    /// (whole, in pages of --page keys at one revision, count only or keys only) and
+    /// checks it saw every key.
+    List {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 1024)]
+        val_size: usize,
+        #[arg(long, default_value = "whole", value_parser = ["whole", "paged", "count", "keys-only"])]
+        mode: String,
+        /// Keys per page (paged mode); the apiserver asks for 500.
+        #[arg(long, default_value_t = 500)]
+        page: i64,
+        /// Skip putting the keys first (they are already there).
+        #[arg(long)]
+        no_prefill: bool,
     },
     /// Lease cycles: grant, one keep-alive on the client's stream, revoke.
     Lease {
@@ -253,6 +273,36 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             };
             let report = workload::watch(&target.endpoints, target.conns, spec).await?;
             (target, vec![report])
+        }
+        Workload::List {
+            load,
+            keys,
+            val_size,
+            mode,
+            page,
+            no_prefill,
+        } => {
+            let space = KeySpace {
+                prefix: "list/",
+                width: 8,
+                space: keys,
+            };
+            if !no_prefill {
+                let filled = workload::prefill(&load.target.endpoints, space, val_size).await?;
+                eprintln!(
+                    "prefilled {} keys in {:.2}s",
+                    filled.ops,
+                    filled.elapsed.as_secs_f64()
+                );
+            }
+            let mode = match mode.as_str() {
+                "paged" => ListMode::Paged { page },
+                "count" => ListMode::Count,
+                "keys-only" => ListMode::KeysOnly,
+                _ => ListMode::Whole,
+            };
+            let report = workload::list(&load.load(), space, mode).await?;
+            (load.target, vec![report])
         }
         Workload::Lease { load, ttl } => {
             let reports = workload::lease(&load.load(), ttl).await?;

@@ -849,3 +849,128 @@ pub async fn compaction(
         .insert("compact_call_ms".into(), json!(took.as_secs_f64() * 1000.0));
     Ok(vec![quiet, busy])
 }
+
+/// How a [`list`] reads the prefix, as the Kubernetes apiserver does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListMode {
+    /// One Range of the whole prefix.
+    Whole,
+    /// Pages of `page` keys at the revision of the first page (`limit`, then the next
+    /// key after the last one seen, at a fixed `revision`), as the apiserver pages.
+    Paged { page: i64 },
+    /// `count_only` over the prefix.
+    Count,
+    /// `keys_only` over the prefix.
+    KeysOnly,
+}
+
+impl ListMode {
+    fn name(self) -> &'static str {
+        match self {
+            ListMode::Whole => "list-whole",
+            ListMode::Paged { .. } => "list-paged",
+            ListMode::Count => "list-count",
+            ListMode::KeysOnly => "list-keys-only",
+        }
+    }
+}
+
+/// The end of the range of keys that start with `prefix` (etcd's prefix end).
+fn prefix_end(prefix: &[u8]) -> Bytes {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    Bytes::from_static(b"\0")
+}
+
+struct ListOp {
+    kv: KvClient<Channel>,
+    prefix: Bytes,
+    mode: ListMode,
+    /// Keys every whole list must see.
+    expected: i64,
+}
+
+impl Op for ListOp {
+    async fn call(&mut self) -> anyhow::Result<()> {
+        let end = prefix_end(&self.prefix);
+        let request = |key: Bytes, limit: i64, revision: i64| RangeRequest {
+            key,
+            range_end: end.clone(),
+            limit,
+            revision,
+            count_only: self.mode == ListMode::Count,
+            keys_only: self.mode == ListMode::KeysOnly,
+            ..Default::default()
+        };
+        let seen = match self.mode {
+            ListMode::Whole | ListMode::KeysOnly => {
+                let resp = self.kv.range(request(self.prefix.clone(), 0, 0)).await?;
+                resp.into_inner().kvs.len() as i64
+            }
+            ListMode::Count => {
+                self.kv
+                    .range(request(self.prefix.clone(), 0, 0))
+                    .await?
+                    .into_inner()
+                    .count
+            }
+            ListMode::Paged { page } => {
+                let mut seen = 0i64;
+                let mut key = self.prefix.clone();
+                let mut revision = 0;
+                loop {
+                    let resp = self
+                        .kv
+                        .range(request(key, page, revision))
+                        .await?
+                        .into_inner();
+                    if revision == 0 {
+                        revision = resp.header.as_ref().map_or(0, |h| h.revision);
+                    }
+                    seen += resp.kvs.len() as i64;
+                    let Some(last) = resp.kvs.last() else { break };
+                    if !resp.more {
+                        break;
+                    }
+                    let mut next = last.key.to_vec();
+                    next.push(0);
+                    key = Bytes::from(next);
+                }
+                seen
+            }
+        };
+        if seen != self.expected {
+            bail!(
+                "{}: saw {seen} keys, expected {}",
+                self.mode.name(),
+                self.expected
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Lists the `keys.space` keys under `keys.prefix` (put beforehand) in `mode`; every
+/// operation is one full list and checks it saw every key.
+pub async fn list(load: &Load, keys: KeySpace, mode: ListMode) -> anyhow::Result<Report> {
+    let channels = connect(&load.endpoints, load.conns).await?;
+    let clients = kv_clients(&channels, load.clients)
+        .map(|kv| ListOp {
+            kv: kv.max_decoding_message_size(usize::MAX),
+            prefix: Bytes::from(keys.prefix),
+            mode,
+            expected: keys.space as i64,
+        })
+        .collect();
+    let (mut report, _) = drive(clients, load.stop).await?.report(mode.name(), load);
+    report.extra.insert("keys".into(), json!(keys.space));
+    if let ListMode::Paged { page } = mode {
+        report.extra.insert("page".into(), json!(page));
+    }
+    Ok(report)
+}
