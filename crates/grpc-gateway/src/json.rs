@@ -206,7 +206,15 @@ async fn translate(
     output: &str,
     body: &[u8],
 ) -> Result<String, Status> {
-    // An empty body is an empty request, as in etcd's gateway.
+    let request = decode(input, body)?;
+    let answer = call(gw, method, &request).await?;
+    to_json(&answer, output)
+}
+
+/// A JSON request body of message type `input` decoded as the gateway decodes it, to
+/// the message's protobuf encoding. An empty body is an empty request, as in etcd's
+/// gateway; anything that is not one JSON object of that message is InvalidArgument.
+fn decode(input: &str, body: &[u8]) -> Result<Vec<u8>, Status> {
     let text = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
@@ -216,8 +224,18 @@ async fn translate(
     let request = DynamicMessage::deserialize(descriptor(input)?, &mut de)
         .and_then(|m| de.end().map(|()| m))
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let answer = call(gw, method, &request.encode_to_vec()).await?;
-    to_json(&answer, output)
+    Ok(request.encode_to_vec())
+}
+
+/// What the gateway makes of a POST to `/v3/<path>` with `body`, short of calling the
+/// server: the request's protobuf encoding, and that request written back as JSON
+/// (the fuzz target `json_request` drives this). `None` for a path it does not serve.
+pub fn decode_request(path: &str, body: &[u8]) -> Option<Result<(Vec<u8>, String), Status>> {
+    let (input, _) = route(path)?;
+    Some(decode(input, body).and_then(|encoded| {
+        let json = to_json(&encoded, input)?;
+        Ok((encoded, json))
+    }))
 }
 
 /// The descriptor of message `name`.
@@ -364,6 +382,34 @@ fn error_line(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_requests_round_trip_and_bad_ones_are_invalid_arguments() {
+        let (encoded, json) = decode_request("kv/range", br#"{"key":"Zm9v","limit":"10"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(json, r#"{"key":"Zm9v","limit":"10"}"#);
+        assert_eq!(
+            decode_request("kv/range", json.as_bytes())
+                .unwrap()
+                .unwrap()
+                .0,
+            encoded
+        );
+        // An empty body is an empty request.
+        assert_eq!(decode_request("kv/put", b" \n").unwrap().unwrap().1, "{}");
+        for bad in [
+            &br#"{"key":"!!!"}"#[..],
+            br#"{"key":"Zm9v"} {"key":"Zm9v"}"#,
+            br#"{"limit":"-99999999999999999999"}"#,
+            br#"["key"]"#,
+            b"\xff\xfe",
+        ] {
+            let status = decode_request("kv/range", bad).unwrap().unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        }
+        assert!(decode_request("kv/nosuch", b"{}").is_none());
+    }
 
     #[test]
     fn every_route_has_descriptors() {
