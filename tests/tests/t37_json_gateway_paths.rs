@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 
 use base64::Engine as _;
-use cairn_tests::{Server, ServerOpts, BACKGROUND_DEADLINE};
+use cairn_tests::{server_kind, Server, ServerKind, ServerOpts, BACKGROUND_DEADLINE};
 use serde_json::{json, Value};
 
 /// `curl -X POST` of `body` to `path`: the HTTP status and the body as JSON, without
@@ -323,5 +323,50 @@ fn a_lock_is_taken_and_released() {
             &json!({"key": b64("L/4d2")}).to_string()
         ),
         (200, json!({"header": {"revision": "3", "raft_term": "2"}}))
+    );
+}
+
+#[test]
+fn maintenance_paths() {
+    let server = Server::start(ServerOpts::new());
+    // etcd answers a defragmentation with an empty message, no header.
+    assert_eq!(
+        post(&server, "/v3/maintenance/defragment", "{}"),
+        (200, json!({}))
+    );
+    let (status, hash) = post(&server, "/v3/maintenance/hash", "{}");
+    assert_eq!(status, 200);
+    assert_eq!(hash["header"], json!({"revision": "1", "raft_term": "2"}));
+    assert!(hash["hash"].is_number(), "{hash}");
+    // etcd's gateway maps HashKV onto /v3/maintenance/hash too (rpc.proto gives both
+    // that path); cairn also serves it on a path of its own.
+    if server_kind() == ServerKind::Cairn {
+        let (status, hash_kv) = post(&server, "/v3/maintenance/hashkv", r#"{"revision":"1"}"#);
+        assert_eq!(status, 200);
+        assert_eq!(
+            hash_kv["header"],
+            json!({"revision": "1", "raft_term": "2"})
+        );
+        assert!(hash_kv["hash"].is_number(), "{hash_kv}");
+    }
+    // Moving the leadership to a member that does not exist: etcd's error.
+    let (status, err) = post(
+        &server,
+        "/v3/maintenance/transfer-leadership",
+        r#"{"targetID":"42"}"#,
+    );
+    let message = "etcdserver: bad leader transferee";
+    // FailedPrecondition: 400 from etcd 3.5 on (grpc-gateway >= 1.14), which cairn
+    // follows; etcd 3.4's older gateway answers 412.
+    let expected_status = match server_kind() {
+        ServerKind::Etcd => 412,
+        ServerKind::Cairn => 400,
+    };
+    assert_eq!(
+        (status, err),
+        (
+            expected_status,
+            json!({"error": message, "message": message, "code": 9})
+        )
     );
 }

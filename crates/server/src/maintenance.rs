@@ -136,9 +136,8 @@ impl MaintenanceApi for Maintenance {
     async fn defragment(&self, _req: DefragmentRequest) -> Result<DefragmentResponse, EtcdError> {
         let backend = self.member.backend.clone();
         blocking(move || backend.defragment()).await?;
-        Ok(DefragmentResponse {
-            header: self.member.header_now(),
-        })
+        // No header, as etcd answers (every version): `{}` on the JSON gateway.
+        Ok(DefragmentResponse { header: None })
     }
 
     async fn hash(&self, _req: HashRequest) -> Result<HashResponse, EtcdError> {
