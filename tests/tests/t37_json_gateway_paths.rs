@@ -589,3 +589,120 @@ fn auth_paths_and_the_authorization_header() {
         (400, json!({"error": failed, "message": failed, "code": 3}))
     );
 }
+
+#[test]
+fn election_and_the_remaining_auth_and_maintenance_paths() {
+    let server = Server::start(ServerOpts::new());
+    let h = |rev: &str| json!({"revision": rev, "raft_term": "2"});
+    // Election: campaign, proclaim, leader, resign (observe is in t32).
+    let (_, lease) = post(&server, "/v3/lease/grant", r#"{"ID":"4660","TTL":"60"}"#);
+    assert_eq!(lease["ID"], "4660");
+    let (status, won) = post(
+        &server,
+        "/v3/election/campaign",
+        &json!({"name": b64("e"), "value": b64("v1"), "lease": "4660"}).to_string(),
+    );
+    assert_eq!(status, 200, "{won}");
+    let leader_key = json!({"name": b64("e"), "key": b64("e/1234"), "rev": "2", "lease": "4660"});
+    assert_eq!(won, json!({"header": h("2"), "leader": leader_key}));
+    let (status, proclaimed) = post(
+        &server,
+        "/v3/election/proclaim",
+        &json!({"leader": leader_key, "value": b64("v2")}).to_string(),
+    );
+    assert_eq!((status, proclaimed), (200, json!({"header": h("3")})));
+    let (status, leader) = post(
+        &server,
+        "/v3/election/leader",
+        &json!({"name": b64("e")}).to_string(),
+    );
+    let mut leader_kv = kv("e/1234", "v2", 2, 3, 2);
+    leader_kv["lease"] = json!("4660");
+    assert_eq!(
+        (status, leader),
+        (200, json!({"header": h("3"), "kv": leader_kv}))
+    );
+    let (status, resigned) = post(
+        &server,
+        "/v3/election/resign",
+        &json!({"leader": leader_key}).to_string(),
+    );
+    assert_eq!((status, resigned), (200, json!({"header": h("4")})));
+    let no_leader = "election: no leader";
+    let (status, err) = post(
+        &server,
+        "/v3/election/leader",
+        &json!({"name": b64("e")}).to_string(),
+    );
+    assert_eq!(
+        err,
+        json!({"error": no_leader, "message": no_leader, "code": 2})
+    );
+    assert_eq!(status, 500);
+
+    // Auth: list, change a password, revoke, delete, disable. (Granting `root` needs no
+    // role of that name: none is listed.)
+    for (path, body) in [
+        (
+            "/v3/auth/user/add",
+            r#"{"name":"root","password":"rootpw"}"#,
+        ),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("/v3/auth/role/add", r#"{"name":"r1"}"#),
+        ("/v3/auth/user/add", r#"{"name":"bob","password":"b1"}"#),
+        ("/v3/auth/user/grant", r#"{"user":"bob","role":"r1"}"#),
+        (
+            "/v3/auth/user/changepw",
+            r#"{"name":"bob","password":"b2"}"#,
+        ),
+        ("/v3/auth/user/revoke", r#"{"name":"bob","role":"r1"}"#),
+    ] {
+        let (status, answer) = post(&server, path, body);
+        assert_eq!(
+            (status, &answer),
+            (200, &json!({"header": h("4")})),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        post(&server, "/v3/auth/user/list", "{}"),
+        (200, json!({"header": h("4"), "users": ["bob", "root"]}))
+    );
+    assert_eq!(
+        post(&server, "/v3/auth/role/list", "{}"),
+        (200, json!({"header": h("4"), "roles": ["r1"]}))
+    );
+    for (path, body) in [
+        ("/v3/auth/user/delete", r#"{"name":"bob"}"#),
+        ("/v3/auth/role/delete", r#"{"role":"r1"}"#),
+    ] {
+        assert_eq!(
+            post(&server, path, body),
+            (200, json!({"header": h("4")})),
+            "{path}"
+        );
+    }
+    let (status, err) = post(&server, "/v3/auth/user/get", r#"{"name":"bob"}"#);
+    let not_found = "etcdserver: user name not found";
+    assert_eq!(
+        err,
+        json!({"error": not_found, "message": not_found, "code": 9})
+    );
+    // FailedPrecondition: 400 from etcd 3.5 on, 412 on etcd 3.4's older gateway.
+    assert_eq!(
+        status,
+        match server_kind() {
+            ServerKind::Etcd => 412,
+            ServerKind::Cairn => 400,
+        }
+    );
+    assert_eq!(
+        post(&server, "/v3/auth/disable", "{}"),
+        (200, json!({"header": h("4")}))
+    );
+
+    // Alarms: none raised.
+    let (status, alarms) = post(&server, "/v3/maintenance/alarm", r#"{"action":"GET"}"#);
+    assert_eq!(status, 200);
+    assert!(alarms.get("alarms").is_none(), "{alarms}");
+}
