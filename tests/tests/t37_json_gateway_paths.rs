@@ -16,6 +16,11 @@ use serde_json::{json, Value};
 /// `curl -X POST` of `body` to `path`: the HTTP status and the body as JSON, without
 /// the member-specific ids of its header.
 fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
+    curl_post(server, path, body, &[])
+}
+
+/// [`post`] with extra `curl` arguments (e.g. a header).
+fn curl_post(server: &Server, path: &str, body: &str, extra: &[&str]) -> (u16, Value) {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -26,6 +31,7 @@ fn post(server: &Server, path: &str, body: &str) -> (u16, Value) {
             "--data-binary",
             body,
         ])
+        .args(extra)
         .arg(format!("{}{path}", server.client_url()))
         .output()
         .expect("run curl");
@@ -480,24 +486,12 @@ fn cluster_member_paths() {
 
 /// `curl -X POST` with an `Authorization` header carrying `token`.
 fn post_with_token(server: &Server, path: &str, body: &str, token: &str) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            "-w",
-            "\n%{http_code}",
-            "--data-binary",
-            body,
-        ])
-        .args(["-H", &format!("Authorization: {token}")])
-        .arg(format!("{}{path}", server.client_url()))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let (body, status) = text.rsplit_once('\n').expect("status line");
-    let value = serde_json::from_str(body).unwrap_or(Value::Null);
-    (status.parse().expect("status"), without_ids(value))
+    curl_post(
+        server,
+        path,
+        body,
+        &["-H", &format!("Authorization: {token}")],
+    )
 }
 
 #[test]
