@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
+use super::check_perf;
 use super::report::Report;
 use super::server::{Cluster, Kind};
-use super::workload::{self, KeySpace, Load, Stop, WatchSpec};
+use super::workload::{self, KeySpace, ListMode, Load, Stop, WatchSpec};
 
 #[derive(Args, Clone, Debug)]
 pub struct CompareArgs {
@@ -28,9 +29,15 @@ pub struct CompareArgs {
     /// Keys of 256 bytes loaded for the memory and restart figures.
     #[arg(long, default_value_t = 100_000)]
     load_keys: u64,
+    /// Only the workloads whose names start with one of these (comma-separated):
+    /// put256, put1, rangel, ranges, txn, watch, lease, watch-fanout, list-whole,
+    /// list-paged, list-keys-only, list-count, list-stream, check-perf-l,
+    /// check-perf-xl, compaction. Empty: all of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Use the existing release binary instead of running the release build first.
     #[arg(long)]
-    skip_build: bool,
+    pub skip_build: bool,
     /// The cairn binary (built by `cargo build --release --locked --bin cairn`).
     #[arg(long, default_value = "/var/tmp/cairn-target/release/cairn")]
     cairn_bin: PathBuf,
@@ -40,8 +47,8 @@ pub struct CompareArgs {
 }
 
 /// Builds the release cairn in the one shape that reuses the shared warm cache.
-pub fn build(args: &CompareArgs) -> anyhow::Result<()> {
-    if args.skip_build {
+pub fn build(skip: bool) -> anyhow::Result<()> {
+    if skip {
         return Ok(());
     }
     let root = crate::paths::workspace_root()?;
@@ -75,12 +82,77 @@ struct Figure {
 /// The workloads, in the order they run.
 #[derive(Clone, Copy, Debug)]
 enum Job {
-    Put { clients: usize, conns: usize },
+    Put {
+        clients: usize,
+        conns: usize,
+    },
     RangeLinearizable,
     RangeSerializable,
     Txn,
     Watch,
     Lease,
+    /// 1,000 watchers of a prefix over 100 streams, 10 KiB values.
+    WatchFanout,
+    /// Full lists of the `list/` prefix (100k keys of 1 KiB, put before the first).
+    List(ListMode),
+    /// `etcdctl check perf --load=<load>`: etcd's own pass/fail gate.
+    CheckPerf(&'static str),
+    /// Put latency with and without a Compact of 1M revisions under way.
+    Compaction,
+}
+
+impl Job {
+    /// The name `--only` selects and the table's figure keys start with.
+    fn name(self) -> &'static str {
+        match self {
+            Job::Put { clients: 1, .. } => "put1",
+            Job::Put { .. } => "put256",
+            Job::RangeLinearizable => "rangel",
+            Job::RangeSerializable => "ranges",
+            Job::Txn => "txn",
+            Job::Watch => "watch",
+            Job::Lease => "lease",
+            Job::WatchFanout => "watch-fanout",
+            Job::List(mode) => mode.name(),
+            Job::CheckPerf("l") => "check-perf-l",
+            Job::CheckPerf(_) => "check-perf-xl",
+            Job::Compaction => "compaction",
+        }
+    }
+
+    /// The workloads of one cluster size, in the order they run.
+    fn all() -> Vec<Job> {
+        vec![
+            Job::Put {
+                clients: 256,
+                conns: 16,
+            },
+            Job::Put {
+                clients: 1,
+                conns: 1,
+            },
+            Job::RangeLinearizable,
+            Job::RangeSerializable,
+            Job::Txn,
+            Job::Watch,
+            Job::Lease,
+            Job::WatchFanout,
+            Job::List(ListMode::Whole),
+            Job::List(ListMode::Paged { page: 500 }),
+            Job::List(ListMode::KeysOnly),
+            Job::List(ListMode::Count),
+            Job::List(ListMode::Stream),
+            Job::CheckPerf("l"),
+            Job::CheckPerf("xl"),
+            Job::Compaction,
+        ]
+    }
+
+    /// Whether it runs in every round (a check perf run takes a fixed minute and
+    /// gives a verdict: once is enough).
+    fn every_round(self) -> bool {
+        !matches!(self, Job::CheckPerf(_))
+    }
 }
 
 struct Plan {
@@ -92,6 +164,11 @@ struct Plan {
     watch_puts: u64,
     lease_total: u64,
     load_keys: u64,
+    fanout_puts: u64,
+    list_keys: u64,
+    /// Full lists per run: whole, paged, keys-only, count, stream.
+    list_runs: [u64; 5],
+    compaction_history: u64,
 }
 
 impl Plan {
@@ -106,6 +183,16 @@ impl Plan {
             watch_puts: scaled(10_000.0),
             lease_total: scaled(5_000.0),
             load_keys: args.load_keys,
+            fanout_puts: scaled(300.0),
+            list_keys: scaled(100_000.0),
+            list_runs: [
+                scaled(10.0),
+                scaled(10.0),
+                scaled(20.0),
+                scaled(200.0),
+                scaled(10.0),
+            ],
+            compaction_history: scaled(1_000_000.0),
         }
     }
 
@@ -177,6 +264,57 @@ impl Plan {
                 Lower,
             ),
             f("lease.cpu", "server CPU per lease cycle", "µs", Lower),
+            f(
+                "watch-fanout.qps",
+                &format!(
+                    "watch fan-out events/s: 1,000 prefix watchers / 100 streams x {} puts of 10 KiB",
+                    self.fanout_puts
+                ),
+                "",
+                Higher,
+            ),
+            f("watch-fanout.p99", "watch fan-out p99 put-to-event latency", "ms", Lower),
+            f("watch-fanout.cpu", "server CPU per fan-out event", "µs", Lower),
+            f("watch-fanout.rss", "peak RSS during the fan-out", "MiB", Lower),
+            f(
+                "list-whole.avg",
+                &format!("list {}k x 1 KiB: one Range, time per list", self.list_keys / 1000),
+                "ms",
+                Lower,
+            ),
+            f("list-paged.avg", "list: pages of 500 at one revision, time per list", "ms", Lower),
+            f("list-keys-only.avg", "list: keys only, time per list", "ms", Lower),
+            f("list-count.avg", "list: count only, time per count", "ms", Lower),
+            f("list-stream.avg", "list: RangeStream (etcd 3.7), time per list", "ms", Lower),
+            f("list-whole.cpu", "server CPU per whole list", "µs", Lower),
+            f("list-whole.rss", "peak RSS while listing whole", "MiB", Lower),
+            f("list-paged.rss", "peak RSS while listing in pages", "MiB", Lower),
+            f("list-stream.rss", "peak RSS while streaming lists", "MiB", Lower),
+            f(
+                "compaction.quiet_p99",
+                "put p99, 64 clients, no compaction",
+                "ms",
+                Lower,
+            ),
+            f(
+                "compaction.p99",
+                &format!(
+                    "put p99 while {}k revisions compact",
+                    self.compaction_history / 1000
+                ),
+                "ms",
+                Lower,
+            ),
+            f(
+                "compaction.p99_ratio",
+                "put p99 during / without compaction",
+                "x",
+                Lower,
+            ),
+            f("check-perf-l.qps", "etcdctl check perf --load=l: writes/s", "", Higher),
+            f("check-perf-l.pass", "etcdctl check perf --load=l", "pass", Higher),
+            f("check-perf-xl.qps", "etcdctl check perf --load=xl: writes/s", "", Higher),
+            f("check-perf-xl.pass", "etcdctl check perf --load=xl", "pass", Higher),
             f("put256.rss", "peak RSS during the put run", "MiB", Lower),
             f(
                 "load.rss",
@@ -342,23 +480,33 @@ async fn run_workloads(
                 .insert((size, cluster.kind), "n/a (prefill failed)".into());
         }
     }
-    let jobs = [
-        Job::Put {
-            clients: 256,
-            conns: 16,
-        },
-        Job::Put {
-            clients: 1,
-            conns: 1,
-        },
-        Job::RangeLinearizable,
-        Job::RangeSerializable,
-        Job::Txn,
-        Job::Watch,
-        Job::Lease,
-    ];
+    let jobs: Vec<Job> = Job::all()
+        .into_iter()
+        .filter(|job| {
+            args.only.is_empty() || args.only.iter().any(|o| job.name().starts_with(o.as_str()))
+        })
+        .collect();
+    let list_keys = list_space(plan);
+    let mut list_filled = false;
     for job in jobs {
-        for round in 0..args.rounds {
+        if matches!(job, Job::List(_)) && !list_filled {
+            list_filled = true;
+            for cluster in &clusters {
+                match workload::prefill(&cluster.endpoints(), list_keys, 1024).await {
+                    Ok(filled) => eprintln!(
+                        "== {} x{size}: put {} keys of 1 KiB under list/ in {:.1}s",
+                        cluster.kind,
+                        filled.ops,
+                        filled.elapsed.as_secs_f64()
+                    ),
+                    Err(err) => {
+                        eprintln!("== {} x{size}: list prefill failed: {err:#}", cluster.kind)
+                    }
+                }
+            }
+        }
+        let rounds = if job.every_round() { args.rounds } else { 1 };
+        for round in 0..rounds {
             for cluster in &mut clusters {
                 if results.unavailable.contains_key(&(size, cluster.kind)) {
                     continue;
@@ -378,6 +526,15 @@ async fn run_workloads(
         }
     }
     Ok(())
+}
+
+/// The `list/` prefix the list workloads read: 100k keys (scaled) of 1 KiB.
+fn list_space(plan: &Plan) -> KeySpace {
+    KeySpace {
+        prefix: "list/",
+        width: 8,
+        space: plan.list_keys,
+    }
 }
 
 async fn run_job(
@@ -412,27 +569,22 @@ async fn run_job(
     };
     cluster.reset_peak_rss();
     let cpu_before = cluster.cpu_time();
-    let (prefix, report): (&'static str, Report) = match job {
-        Job::Put { clients: 1, .. } => (
-            "put1",
-            workload::put(&load(1, 1, plan.put1_total), put_keys, 256).await?,
-        ),
-        Job::Put { clients, conns } => (
-            "put256",
-            workload::put(&load(clients, conns, plan.put_total), put_keys, 256).await?,
-        ),
-        Job::RangeLinearizable => (
-            "rangel",
-            workload::range(&load(256, 16, plan.range_total), range_keys, false).await?,
-        ),
-        Job::RangeSerializable => (
-            "ranges",
-            workload::range(&load(256, 16, plan.range_total), range_keys, true).await?,
-        ),
-        Job::Txn => (
-            "txn",
-            workload::txn(&load(64, 8, plan.txn_total), txn_keys, 256).await?,
-        ),
+    let prefix = job.name();
+    let mut extra_figures: Vec<(&str, f64)> = Vec::new();
+    let report: Report = match job {
+        Job::Put { clients: 1, .. } => {
+            workload::put(&load(1, 1, plan.put1_total), put_keys, 256).await?
+        }
+        Job::Put { clients, conns } => {
+            workload::put(&load(clients, conns, plan.put_total), put_keys, 256).await?
+        }
+        Job::RangeLinearizable => {
+            workload::range(&load(256, 16, plan.range_total), range_keys, false).await?
+        }
+        Job::RangeSerializable => {
+            workload::range(&load(256, 16, plan.range_total), range_keys, true).await?
+        }
+        Job::Txn => workload::txn(&load(64, 8, plan.txn_total), txn_keys, 256).await?,
         Job::Watch => {
             let spec = WatchSpec {
                 watchers: 100,
@@ -441,13 +593,63 @@ async fn run_job(
                 val_size: 256,
                 idle_timeout: Duration::from_secs(10),
                 writer_shares_conn: false,
+                prefix: false,
             };
-            ("watch", workload::watch(&endpoints, 4, spec).await?)
+            workload::watch(&endpoints, 4, spec).await?
         }
         Job::Lease => {
             let reports = workload::lease(&load(16, 4, plan.lease_total), 60).await?;
-            let cycle = reports.into_iter().next().context("no lease report")?;
-            ("lease", cycle)
+            reports.into_iter().next().context("no lease report")?
+        }
+        Job::WatchFanout => {
+            let spec = WatchSpec {
+                watchers: 1000,
+                streams: 100,
+                puts: plan.fanout_puts,
+                val_size: 10 * 1024,
+                idle_timeout: Duration::from_secs(10),
+                writer_shares_conn: false,
+                prefix: true,
+            };
+            workload::watch(&endpoints, 10, spec).await?
+        }
+        Job::List(mode) => {
+            let runs = plan.list_runs[match mode {
+                ListMode::Whole => 0,
+                ListMode::Paged { .. } => 1,
+                ListMode::KeysOnly => 2,
+                ListMode::Count => 3,
+                ListMode::Stream => 4,
+            }];
+            workload::list(&load(1, 1, runs), list_space(plan), mode).await?
+        }
+        Job::CheckPerf(level) => {
+            let verdict = check_perf::run(&endpoints, level).await?;
+            extra_figures.push(("pass", if verdict.pass { 1.0 } else { 0.0 }));
+            verdict.report
+        }
+        Job::Compaction => {
+            let keys = KeySpace {
+                prefix: "c",
+                width: 7,
+                space: 1000,
+            };
+            let measured = Load {
+                endpoints: endpoints.clone(),
+                conns: 8,
+                clients: 64,
+                stop: Stop::Duration(Duration::from_secs(10)),
+            };
+            let reports =
+                workload::compaction(&measured, keys, 256, plan.compaction_history).await?;
+            let [quiet, busy] = <[Report; 2]>::try_from(reports)
+                .map_err(|_| anyhow::anyhow!("the compaction workload gave no pair of runs"))?;
+            quiet.print(&format!("{label} without compaction"));
+            let quiet_p99 = quiet.latency.quantile_us(0.99) as f64;
+            let busy_p99 = busy.latency.quantile_us(0.99) as f64;
+            extra_figures.push(("quiet_p99", quiet_p99 / 1000.0));
+            extra_figures.push(("p99_ratio", busy_p99 / quiet_p99.max(1.0)));
+            busy
         }
     };
     let cpu = cluster.cpu_time().saturating_sub(cpu_before);
@@ -471,8 +673,10 @@ async fn run_job(
     add("p99", ms(report.latency.quantile_us(0.99)));
     add("p50", ms(report.latency.quantile_us(0.50)));
     add("cpu", cpu_per_op);
-    if prefix == "put256" {
-        add("rss", cluster.peak_rss() as f64 / (1024.0 * 1024.0));
+    add("avg", report.latency.mean_us() / 1000.0);
+    add("rss", cluster.peak_rss() as f64 / (1024.0 * 1024.0));
+    for (suffix, value) in extra_figures {
+        add(suffix, value);
     }
     Ok(())
 }
@@ -542,6 +746,9 @@ fn format_value(value: f64, unit: &str) -> String {
         "s" => format!("{value:.2} s"),
         "µs" => format!("{value:.0} µs"),
         "MiB" => format!("{value:.0} MiB"),
+        "x" => format!("{value:.2}x"),
+        "pass" if value >= 1.0 => "PASS".into(),
+        "pass" => "FAIL".into(),
         _ => format!("{value:.0}"),
     }
 }
@@ -579,7 +786,9 @@ fn table(plan: &Plan, sizes: &[usize], results: &Results) -> String {
             let (cairn, c) = cell(Kind::Cairn);
             let (etcd, e) = cell(Kind::Etcd);
             let ratio = match (c, e) {
-                (Some(c), Some(e)) if e > 0.0 => format!("{:.2}", c / e),
+                (Some(c), Some(e)) if e > 0.0 && figure.unit != "pass" => {
+                    format!("{:.2}", c / e)
+                }
                 _ => "–".into(),
             };
             row += &format!(" {cairn} | {etcd} | {ratio} |");

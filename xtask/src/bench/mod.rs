@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: a load generator for any etcd v3 endpoint (cairn or etcd),
 //! speaking the API through `cairn-proto`'s generated clients.
 
+mod check_perf;
+mod cli_duration;
 mod compare;
+mod large;
 mod report;
 mod server;
 mod workload;
@@ -75,6 +78,9 @@ enum Workload {
         /// Put over the first watch stream's connection instead of the writer's own.
         #[arg(long)]
         writer_shares_conn: bool,
+        /// Watch the prefix bench-watch/ and put to 1,000 keys under it in turn.
+        #[arg(long)]
+        prefix: bool,
     },
     /// Builds the release cairn, then runs the workloads against fresh cairn and etcd
     /// clusters (1 and/or 3 members, on free loopback ports) in alternation and prints
@@ -96,8 +102,8 @@ enum Workload {
     },
     /// Lists of one prefix, as the Kubernetes apiserver reads its resources: --keys
     /// keys of --val-size bytes under `list/` first, then each operation lists them all
-    /// (whole, in pages of --page keys at one revision, count only or keys only) and
-    /// checks it saw every key.
+    /// (whole, in pages of --page keys at one revision, count only, keys only or one
+    /// RangeStream) and checks it saw every key.
     List {
         #[command(flatten)]
         load: LoadArgs,
@@ -105,7 +111,7 @@ enum Workload {
         keys: u64,
         #[arg(long, default_value_t = 1024)]
         val_size: usize,
-        #[arg(long, default_value = "whole", value_parser = ["whole", "paged", "count", "keys-only"])]
+        #[arg(long, default_value = "whole", value_parser = ["whole", "paged", "count", "keys-only", "stream"])]
         mode: String,
         /// Keys per page (paged mode); the apiserver asks for 500.
         #[arg(long, default_value_t = 500)]
@@ -114,6 +120,9 @@ enum Workload {
         #[arg(long)]
         no_prefill: bool,
     },
+    /// A large store on one fresh member (10M keys of 1 KiB by default): load time,
+    /// RSS and backend size as it grows, put and range QPS at full size, restart time.
+    Large(large::LargeArgs),
     /// Lease cycles: grant, one keep-alive on the client's stream, revoke.
     Lease {
         #[command(flatten)]
@@ -144,7 +153,7 @@ struct LoadArgs {
     #[arg(long, default_value_t = 10_000)]
     total: u64,
     /// Run this long instead of --total operations (e.g. 30s, 2m, 500ms).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = cli_duration::parse_duration)]
     duration: Option<Duration>,
 }
 
@@ -182,26 +191,12 @@ impl KeyArgs {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
-    Duration::try_from_secs_f64(n * scale).map_err(|e| e.to_string())
-}
-
 /// Entry point of `cargo xtask bench ...`.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
-    if let Workload::Compare(args) = &cli.workload {
-        compare::build(args)?;
+    match &cli.workload {
+        Workload::Compare(args) => compare::build(args.skip_build)?,
+        Workload::Large(args) => compare::build(args.skip_build())?,
+        _ => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(async {
@@ -219,6 +214,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 async fn run(workload: Workload) -> anyhow::Result<()> {
     let (target, reports) = match workload {
         Workload::Compare(args) => return compare::run(args).await,
+        Workload::Large(args) => return large::run(args).await,
         Workload::Put {
             load,
             keys,
@@ -262,6 +258,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
             puts,
             val_size,
             writer_shares_conn,
+            prefix,
         } => {
             let spec = WatchSpec {
                 watchers,
@@ -270,6 +267,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
                 val_size,
                 idle_timeout: Duration::from_secs(10),
                 writer_shares_conn,
+                prefix,
             };
             let report = workload::watch(&target.endpoints, target.conns, spec).await?;
             (target, vec![report])
@@ -299,6 +297,7 @@ async fn run(workload: Workload) -> anyhow::Result<()> {
                 "paged" => ListMode::Paged { page },
                 "count" => ListMode::Count,
                 "keys-only" => ListMode::KeysOnly,
+                "stream" => ListMode::Stream,
                 _ => ListMode::Whole,
             };
             let report = workload::list(&load.load(), space, mode).await?;

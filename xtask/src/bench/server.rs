@@ -48,6 +48,8 @@ struct Member {
 pub struct Cluster {
     pub kind: Kind,
     bin: PathBuf,
+    /// Flags given to every member after the common ones.
+    extra_args: Vec<String>,
     members: Vec<Member>,
     /// Declared last so it is removed after `Drop` has stopped the members.
     _dir: TempDir,
@@ -73,6 +75,17 @@ impl Cluster {
     /// Starts `size` members of `kind` from `bin` with the same settings whatever
     /// the kind; returns at once (see [`Cluster::wait_ready`]).
     pub fn start(kind: Kind, bin: &Path, size: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(kind, bin, size, Vec::new())
+    }
+
+    /// [`Cluster::start`] with `extra_args` given to every member (and again on every
+    /// restart).
+    pub fn start_with(
+        kind: Kind,
+        bin: &Path,
+        size: usize,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("cairn-bench-{kind}-"))
             .tempdir()
@@ -91,6 +104,7 @@ impl Cluster {
         let mut cluster = Cluster {
             kind,
             bin: bin.to_path_buf(),
+            extra_args,
             members,
             _dir: dir,
         };
@@ -125,9 +139,9 @@ impl Cluster {
                 .args(["--initial-cluster", &initial_cluster])
                 .args(["--initial-cluster-token", &format!("bench-{}", self.kind)])
                 .args(["--initial-cluster-state", "new"])
-                .args(["--snapshot-count", "100000"])
                 .args(["--heartbeat-interval", "100"])
                 .args(["--election-timeout", "1000"])
+                .args(&self.extra_args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
@@ -151,6 +165,11 @@ impl Cluster {
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client_port))
             .collect()
+    }
+
+    /// The first member's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.members[0].data_dir
     }
 
     pub fn size(&self) -> usize {

@@ -276,14 +276,25 @@ pub async fn prefill(
     keys: KeySpace,
     val_size: usize,
 ) -> anyhow::Result<Report> {
+    prefill_part(endpoints, keys, 0..keys.space, val_size).await
+}
+
+/// Puts the keys numbered `part` of `keys` once (64 clients over 8 channels).
+pub async fn prefill_part(
+    endpoints: &[String],
+    keys: KeySpace,
+    part: std::ops::Range<u64>,
+    val_size: usize,
+) -> anyhow::Result<Report> {
+    let total = part.end.saturating_sub(part.start);
     let load = Load {
         endpoints: endpoints.to_vec(),
         conns: 8,
         clients: 64,
-        stop: Stop::Total(keys.space),
+        stop: Stop::Total(total),
     };
     let channels = connect(&load.endpoints, load.conns).await?;
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(part.start));
     let clients = kv_clients(&channels, load.clients)
         .map(|kv| PrefillOp {
             kv,
@@ -295,9 +306,8 @@ pub async fn prefill(
     let (report, _) = drive(clients, load.stop).await?.report("prefill", &load);
     if report.errors > 0 {
         bail!(
-            "prefill: {} of {} puts failed: {}",
+            "prefill: {} of {total} puts failed: {}",
             report.errors,
-            keys.space,
             report.first_error.as_deref().unwrap_or("")
         );
     }
@@ -456,9 +466,15 @@ pub struct WatchSpec {
     /// Put over the first watch channel (as one etcd client would) instead of a
     /// connection of the writer's own.
     pub writer_shares_conn: bool,
+    /// Watch the prefix `bench-watch/` and put to 1,000 keys under it in turn,
+    /// instead of watching and putting one key.
+    pub prefix: bool,
 }
 
 const WATCH_KEY: &str = "bench-watch/key";
+const WATCH_PREFIX: &str = "bench-watch/";
+/// Keys the writer of a prefix watch puts to, in turn.
+const WATCH_PREFIX_KEYS: u64 = 1000;
 
 /// How long opening a stream (watch, keep-alive) may take before the run fails.
 const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -490,10 +506,18 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
         // Queue the creates before opening: a server may send its response headers
         // only with its first message, and that needs a request.
         for _ in 0..watchers {
+            let (key, range_end) = if spec.prefix {
+                let key = Bytes::from_static(WATCH_PREFIX.as_bytes());
+                let end = prefix_end(&key);
+                (key, end)
+            } else {
+                (Bytes::from_static(WATCH_KEY.as_bytes()), Bytes::new())
+            };
             let create = WatchRequest {
                 request_union: Some(watch_request::RequestUnion::CreateRequest(
                     WatchCreateRequest {
-                        key: Bytes::from_static(WATCH_KEY.as_bytes()),
+                        key,
+                        range_end,
                         ..Default::default()
                     },
                 )),
@@ -588,11 +612,16 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
     let mut put_latency = Latency::default();
     let mut put_errors = 0u64;
     let start = Instant::now();
-    for _ in 0..spec.puts {
+    for n in 0..spec.puts {
         let sent = u64::try_from(clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
         value[..8].copy_from_slice(&sent.to_le_bytes());
+        let key = if spec.prefix {
+            Bytes::from(format!("{WATCH_PREFIX}{:04}", n % WATCH_PREFIX_KEYS))
+        } else {
+            Bytes::from_static(WATCH_KEY.as_bytes())
+        };
         let put = PutRequest {
-            key: Bytes::from_static(WATCH_KEY.as_bytes()),
+            key,
             value: Bytes::copy_from_slice(&value),
             ..Default::default()
         };
@@ -645,6 +674,7 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
     };
     let secs = writer_elapsed.as_secs_f64().max(f64::EPSILON);
     report.extra.insert("watchers".into(), json!(spec.watchers));
+    report.extra.insert("prefix".into(), json!(spec.prefix));
     report.extra.insert("streams".into(), json!(streams));
     report.extra.insert("puts".into(), json!(spec.puts));
     report.extra.insert("put_errors".into(), json!(put_errors));
@@ -862,21 +892,24 @@ pub enum ListMode {
     Count,
     /// `keys_only` over the prefix.
     KeysOnly,
+    /// One `RangeStream` (etcd 3.7) of the whole prefix, chunk by chunk.
+    Stream,
 }
 
 impl ListMode {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ListMode::Whole => "list-whole",
             ListMode::Paged { .. } => "list-paged",
             ListMode::Count => "list-count",
             ListMode::KeysOnly => "list-keys-only",
+            ListMode::Stream => "list-stream",
         }
     }
 }
 
 /// The end of the range of keys that start with `prefix` (etcd's prefix end).
-fn prefix_end(prefix: &[u8]) -> Bytes {
+pub fn prefix_end(prefix: &[u8]) -> Bytes {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -911,6 +944,18 @@ impl Op for ListOp {
             ListMode::Whole | ListMode::KeysOnly => {
                 let resp = self.kv.range(request(self.prefix.clone(), 0, 0)).await?;
                 resp.into_inner().kvs.len() as i64
+            }
+            ListMode::Stream => {
+                let mut chunks = self
+                    .kv
+                    .range_stream(request(self.prefix.clone(), 0, 0))
+                    .await?
+                    .into_inner();
+                let mut seen = 0i64;
+                while let Some(chunk) = chunks.message().await? {
+                    seen += chunk.range_response.map_or(0, |r| r.kvs.len() as i64);
+                }
+                seen
             }
             ListMode::Count => {
                 self.kv
