@@ -24,7 +24,7 @@ use crate::key_range::KeyRange;
 use crate::meta::{StoredMeta, META_APPLIED_INDEX, META_CURRENT_REVISION, META_SCHEDULED_COMPACT};
 use crate::range;
 use crate::revision::Revision;
-use crate::stored::{decode_kv, load_kvs, scan_key_index};
+use crate::stored::{decode_kv, load_kvs, scan_key_index, Fields};
 use crate::txn::{Change, WriteTxn};
 
 /// What a write did.
@@ -200,7 +200,7 @@ impl KvStore {
             let snapshot = (!revs.is_empty()).then(|| db.snapshot());
             (state.current_rev, revs, count, snapshot)
         };
-        let kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs)?;
+        let kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs, range::fields(req))?;
         range::finish(req, kvs, count, current)
     }
 
@@ -433,7 +433,7 @@ impl KvStore {
             let revs: Vec<Revision> = found.iter().map(|(_, rev)| *rev).collect();
             // Present in the snapshot: the index never names a revision a
             // compaction removed before the snapshot was taken.
-            let prevs = load_kvs(&self.backend, Some(&snapshot), &revs)?;
+            let prevs = load_kvs(&self.backend, Some(&snapshot), &revs, Fields::All)?;
             for ((i, _), prev) in found.into_iter().zip(prevs) {
                 events[i].prev_kv = Some(prev);
             }

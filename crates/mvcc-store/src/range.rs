@@ -13,6 +13,7 @@ use cairn_proto::mvccpb::KeyValue;
 
 use crate::error::MvccError;
 use crate::key_range::KeyRange;
+use crate::stored::Fields;
 
 /// How to read the keys of one range request.
 #[derive(Debug)]
@@ -55,6 +56,16 @@ pub(crate) fn plan(req: &RangeRequest) -> Result<RangePlan, MvccError> {
         fetch_limit,
         count_only: req.count_only,
     })
+}
+
+/// The fields a plain range reads: no values for `keys_only`, unless it sorts by
+/// them (etcd sorts first, then drops the values).
+pub(crate) fn fields(req: &RangeRequest) -> Fields {
+    if req.keys_only && req.sort_target != SortTarget::Value as i32 {
+        Fields::WithoutValue
+    } else {
+        Fields::All
+    }
 }
 
 /// Turns what was read into the response: `kvs` in key order as planned,

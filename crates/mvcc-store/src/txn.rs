@@ -28,7 +28,7 @@ use crate::key_index::{KeyRevision, TreeIndex};
 use crate::key_range::KeyRange;
 use crate::range;
 use crate::revision::Revision;
-use crate::stored::load_kvs;
+use crate::stored::{load_kvs, Fields};
 
 /// One change of a write request.
 #[derive(Debug)]
@@ -144,7 +144,7 @@ impl<'a> WriteTxn<'a> {
                 Source::Pending(_) => None,
             })
             .collect();
-        let mut loaded = load_kvs(self.backend, None, &stored)?.into_iter();
+        let mut loaded = load_kvs(self.backend, None, &stored, Fields::All)?.into_iter();
         let kvs = sources
             .into_iter()
             .map(|s| match s {
@@ -163,7 +163,7 @@ impl<'a> WriteTxn<'a> {
             return Ok(pending.clone());
         }
         match self.tree.get(key, self.begin_rev) {
-            Some(at) => Ok(load_kvs(self.backend, None, &[at.modified])?.pop()),
+            Some(at) => Ok(load_kvs(self.backend, None, &[at.modified], Fields::All)?.pop()),
             None => Ok(None),
         }
     }

@@ -14,7 +14,7 @@ use super::KvStore;
 use crate::error::MvccError;
 use crate::key_range::KeyRange;
 use crate::range;
-use crate::stored::load_kvs;
+use crate::stored::{load_kvs, Fields};
 
 /// Keys read for the first chunk, before anything is known of their sizes.
 const FIRST_CHUNK_KEYS: usize = 64;
@@ -120,7 +120,12 @@ impl KvStore {
             let snapshot = (!revs.is_empty()).then(|| db.snapshot());
             (revs, last_key, exhausted, snapshot)
         };
-        let mut kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs)?;
+        let fields = if cursor.keys_only {
+            Fields::WithoutValue
+        } else {
+            Fields::All
+        };
+        let mut kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs, fields)?;
         drop(snapshot);
         cursor.remaining -= kvs.len();
         let bytes: usize = kvs
