@@ -125,7 +125,7 @@ impl KvStore {
         } else {
             Fields::All
         };
-        let mut kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs, fields)?;
+        let kvs = load_kvs(&self.backend, snapshot.as_ref(), &revs, fields)?;
         drop(snapshot);
         cursor.remaining -= kvs.len();
         let bytes: usize = kvs
@@ -136,11 +136,6 @@ impl KvStore {
             // The next chunk reads as many keys as fit `max_bytes` at this chunk's sizes.
             let per_key = (bytes / kvs.len()).max(1);
             cursor.batch = (max_bytes / per_key).clamp(1, MAX_CHUNK_KEYS);
-        }
-        if cursor.keys_only {
-            for kv in &mut kvs {
-                kv.value = Bytes::new();
-            }
         }
         if let (Some(last), KeyRange::Span { end, .. }) = (last_key, &cursor.keys) {
             // The smallest key after `last`.
