@@ -35,6 +35,11 @@ pub struct CompareArgs {
     /// check-perf-xl, compaction. Empty: all of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// `--quota-backend-bytes` of every member of both servers (8 GiB, etcd's documented
+    /// ceiling): the runs put several GiB of history (check perf, the 1M-revision
+    /// compaction workload), which etcd's default 2 GiB quota stops with NOSPACE.
+    #[arg(long, default_value_t = 8 << 30)]
+    quota_backend_bytes: u64,
     /// Use the existing release binary instead of running the release build first.
     #[arg(long)]
     pub skip_build: bool,
@@ -435,7 +440,11 @@ async fn fresh_cluster(
     size: usize,
     results: &mut Results,
 ) -> anyhow::Result<Option<Cluster>> {
-    let mut cluster = Cluster::start(kind, bin(args, kind), size)?;
+    let quota = vec![
+        "--quota-backend-bytes".to_string(),
+        args.quota_backend_bytes.to_string(),
+    ];
+    let mut cluster = Cluster::start_with(kind, bin(args, kind), size, quota)?;
     match cluster.wait_ready(Duration::from_secs(10)).await {
         Ok(took) => {
             eprintln!(

@@ -73,13 +73,8 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 
 impl Cluster {
     /// Starts `size` members of `kind` from `bin` with the same settings whatever
-    /// the kind; returns at once (see [`Cluster::wait_ready`]).
-    pub fn start(kind: Kind, bin: &Path, size: usize) -> anyhow::Result<Cluster> {
-        Cluster::start_with(kind, bin, size, Vec::new())
-    }
-
-    /// [`Cluster::start`] with `extra_args` given to every member (and again on every
-    /// restart).
+    /// the kind, and `extra_args` given to every member (and again on every
+    /// restart); returns at once (see [`Cluster::wait_ready`]).
     pub fn start_with(
         kind: Kind,
         bin: &Path,
