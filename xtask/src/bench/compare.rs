@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::check_perf;
-use super::report::Report;
+use super::report::{mib, Report};
 use super::server::{Cluster, Kind};
 use super::workload::{self, KeySpace, ListMode, Load, Stop, WatchSpec};
 
@@ -171,14 +171,19 @@ struct Plan {
     load_keys: u64,
     fanout_puts: u64,
     list_keys: u64,
-    /// Full lists per run: whole, paged, keys-only, count, stream.
-    list_runs: [u64; 5],
     compaction_history: u64,
+    /// `--scale`, for the counts derived on demand.
+    scale: f64,
+}
+
+/// `n` operations times `scale`, at least one.
+fn scaled(n: f64, scale: f64) -> u64 {
+    ((n * scale).round() as u64).max(1)
 }
 
 impl Plan {
     fn new(args: &CompareArgs) -> Plan {
-        let scaled = |n: f64| ((n * args.scale).round() as u64).max(1);
+        let scaled = |n: f64| scaled(n, args.scale);
         Plan {
             put_total: scaled(30_000.0),
             put1_total: scaled(2_000.0),
@@ -190,15 +195,19 @@ impl Plan {
             load_keys: args.load_keys,
             fanout_puts: scaled(300.0),
             list_keys: scaled(100_000.0),
-            list_runs: [
-                scaled(10.0),
-                scaled(10.0),
-                scaled(20.0),
-                scaled(200.0),
-                scaled(10.0),
-            ],
             compaction_history: scaled(1_000_000.0),
+            scale: args.scale,
         }
+    }
+
+    /// Full lists per run of `mode`.
+    fn list_runs(&self, mode: ListMode) -> u64 {
+        let runs = match mode {
+            ListMode::Whole | ListMode::Paged { .. } | ListMode::Stream => 10.0,
+            ListMode::KeysOnly => 20.0,
+            ListMode::Count => 200.0,
+        };
+        scaled(runs, self.scale)
     }
 
     fn figures(&self) -> Vec<Figure> {
@@ -623,14 +632,7 @@ async fn run_job(
             workload::watch(&endpoints, 10, spec).await?
         }
         Job::List(mode) => {
-            let runs = plan.list_runs[match mode {
-                ListMode::Whole => 0,
-                ListMode::Paged { .. } => 1,
-                ListMode::KeysOnly => 2,
-                ListMode::Count => 3,
-                ListMode::Stream => 4,
-            }];
-            workload::list(&load(1, 1, runs), list_space(plan), mode).await?
+            workload::list(&load(1, 1, plan.list_runs(mode)), list_space(plan), mode).await?
         }
         Job::CheckPerf(level) => {
             let verdict = check_perf::run(&endpoints, level).await?;
@@ -683,7 +685,7 @@ async fn run_job(
     add("p50", ms(report.latency.quantile_us(0.50)));
     add("cpu", cpu_per_op);
     add("avg", report.latency.mean_us() / 1000.0);
-    add("rss", cluster.peak_rss() as f64 / (1024.0 * 1024.0));
+    add("rss", mib(cluster.peak_rss()));
     for (suffix, value) in extra_figures {
         add(suffix, value);
     }
@@ -726,14 +728,9 @@ async fn run_load_and_restart(
             loaded.ops,
             loaded.elapsed.as_secs_f64(),
             loaded.qps(),
-            rss as f64 / (1024.0 * 1024.0)
+            mib(rss)
         );
-        results.add(
-            size,
-            "load.rss".into(),
-            kind,
-            rss as f64 / (1024.0 * 1024.0),
-        );
+        results.add(size, "load.rss".into(), kind, mib(rss));
         cluster.kill();
         let restarted = Instant::now();
         cluster.restart()?;

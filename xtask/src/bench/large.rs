@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use cairn_proto::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use clap::Args;
 
+use super::report::mib;
 use super::server::{Cluster, Kind};
 use super::workload::{self, KeySpace, Load, Stop};
 
@@ -59,10 +60,6 @@ async fn db_size(endpoint: &str) -> anyhow::Result<i64> {
         .context("Maintenance.Status")?
         .into_inner();
     Ok(status.db_size)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Where the load stops to report: 100k, 1M, then every further million, and the end.

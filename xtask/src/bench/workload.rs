@@ -499,6 +499,15 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let mut ready = Vec::with_capacity(streams);
     let mut tasks = Vec::with_capacity(streams);
+    // What every watcher watches: the prefix, or the one key.
+    let (watched, watched_end) = if spec.prefix {
+        (
+            Bytes::from_static(WATCH_PREFIX.as_bytes()),
+            prefix_end(WATCH_PREFIX.as_bytes()),
+        )
+    } else {
+        (Bytes::from_static(WATCH_KEY.as_bytes()), Bytes::new())
+    };
     for s in 0..streams {
         let watchers = spec.watchers / streams + usize::from(s < spec.watchers % streams);
         let mut client = WatchClient::new(channels[s % channels.len()].clone());
@@ -506,18 +515,11 @@ pub async fn watch(endpoints: &[String], conns: usize, spec: WatchSpec) -> anyho
         // Queue the creates before opening: a server may send its response headers
         // only with its first message, and that needs a request.
         for _ in 0..watchers {
-            let (key, range_end) = if spec.prefix {
-                let key = Bytes::from_static(WATCH_PREFIX.as_bytes());
-                let end = prefix_end(&key);
-                (key, end)
-            } else {
-                (Bytes::from_static(WATCH_KEY.as_bytes()), Bytes::new())
-            };
             let create = WatchRequest {
                 request_union: Some(watch_request::RequestUnion::CreateRequest(
                     WatchCreateRequest {
-                        key,
-                        range_end,
+                        key: watched.clone(),
+                        range_end: watched_end.clone(),
                         ..Default::default()
                     },
                 )),
@@ -909,7 +911,7 @@ impl ListMode {
 }
 
 /// The end of the range of keys that start with `prefix` (etcd's prefix end).
-pub fn prefix_end(prefix: &[u8]) -> Bytes {
+fn prefix_end(prefix: &[u8]) -> Bytes {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
